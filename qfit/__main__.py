@@ -1,0 +1,3 @@
+from qfit.cli import main
+
+main()
