@@ -41,6 +41,7 @@ class Plan:
     max_batch: int
     assumptions: list[str] = field(default_factory=list)
     suggestion: str | None = None
+    min_gpus: int | None = None       # fewest accelerators of this kind that fit (None: not computed / none up to 64)
     performance: Any = None           # qfit.perf.PerfEstimate when the speed model is available
 
     @property
@@ -69,7 +70,7 @@ class Plan:
                        "headroom_per_gpu_gib": self.headroom_per_gpu / GIB},
             "weights": self.weights.to_dict(),
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context, "max_batch": self.max_batch,
-            "suggestion": self.suggestion,
+            "suggestion": self.suggestion, "min_gpus": self.min_gpus,
             "performance": perf,
             "assumptions": list(self.assumptions),
             "error_band": (perf or {}).get("error_band") or {
@@ -105,6 +106,8 @@ def choose_engine(name: str | None, precision: Precision, acc: Accelerator) -> E
         engine = get_engine("vllm")
     if precision.family == "gguf" and engine.name != "llama.cpp":
         raise QfitError(f"{precision.name} weights run on llama.cpp; pass --engine llama.cpp or a non-GGUF precision")
+    if acc.vendor == "apple" and precision.family not in {"float", "gguf"}:
+        raise QfitError(f"{precision.name} kernels do not run on Apple GPUs (MPS); use bf16 or a gguf-* precision")
     if engine.name == "llama.cpp" and precision.family != "gguf":
         raise QfitError(f"llama.cpp runs GGUF weights, not {precision.name}; use e.g. --precision gguf-q4_k_m")
     return engine
@@ -267,12 +270,9 @@ def suggest_alternative(loaded: LoadedModel, acc: Accelerator, prec: Precision, 
                         context: int, batch: int, prompt: int, kv_dtype: str | None) -> str:
     """The smallest change that fits: more GPUs of this kind (same precision), or a lower precision on this count."""
     options = []
-    for n in range(gpus + 1, 65):
-        if tp_problem(loaded.spec, eng, n):
-            continue
-        if _context(loaded, acc, n, prec, eng, kv_dtype).fits(context, batch, prompt):
-            options.append(f"{n} x {acc.name} at {prec.name}")
-            break
+    n = min_gpus(loaded, acc, prec, eng, context, batch, prompt, kv_dtype, start=gpus + 1)
+    if n:
+        options.append(f"{n} x {acc.name} at {prec.name}")
     ladder = GGUF_LADDER if prec.family == "gguf" else GPU_LADDER
     start = ladder.index(prec.name) + 1 if prec.name in ladder else 0
     for name in ladder[start:]:
@@ -284,6 +284,16 @@ def suggest_alternative(loaded: LoadedModel, acc: Accelerator, prec: Precision, 
     if not options:
         return f"nothing up to 64 x {acc.name} or down to {ladder[-1]} fits {context:,} tokens x {batch}"
     return "would fit: " + "; or ".join(options)
+
+
+def min_gpus(loaded: LoadedModel, acc: Accelerator, prec: Precision, eng: EngineProfile, context: int, batch: int,
+             prompt: int, kv_dtype: str | None, start: int = 1, limit: int = 64) -> int | None:
+    """Fewest accelerators (tensor-parallel valid) that hold the workload, or None up to `limit`."""
+    for n in range(start, limit + 1):
+        if not tp_problem(loaded.spec, eng, n) and _context(loaded, acc, n, prec, eng, kv_dtype).fits(
+                context, batch, prompt):
+            return n
+    return None
 
 
 def plan_matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], **kw) -> list[Plan]:
@@ -300,7 +310,11 @@ def plan_matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list
             elif engine is None and acc.vendor in {"apple", "cpu"}:
                 engine = "transformers"
             try:
-                plans.append(make_plan(loaded, gpu=acc, precision=p.name, suggest=False, **{**kw, "engine": engine}))
+                plan = make_plan(loaded, gpu=acc, precision=p.name, suggest=False, **{**kw, "engine": engine})
             except QfitError:
                 continue  # incompatible engine x precision pair (e.g. llama.cpp x gptq): not a matrix cell
+            plan.min_gpus = plan.gpus if plan.fits else min_gpus(
+                loaded, acc, plan.precision, plan.engine, plan.context, plan.batch,
+                kw.get("input_len") or plan.context, kw.get("kv_dtype"), start=plan.gpus + 1)
+            plans.append(plan)
     return plans

@@ -9,6 +9,8 @@ from qfit.memory import GIB
 from qfit.units import fmt_count, fmt_tokens
 
 console = Console()
+if not console.is_terminal:  # piped or captured: tables stay readable instead of squeezed to 80 columns
+    console = Console(width=160)
 
 
 def _gib(x: float) -> str:
@@ -102,8 +104,31 @@ def print_matrix(plans: list) -> None:
             elif p.fits:
                 row.append(f"[green]✓ {p.headroom_per_gpu / GIB:,.1f}[/]")
             else:
-                row.append(f"[red]✗ {p.headroom_per_gpu / GIB:,.1f}[/]")
+                row.append(f"[red]✗ needs {p.min_gpus}[/]" if p.min_gpus else "[red]✗ >64[/]")
         t.add_row(*row)
     console.print(t)
-    console.print("[dim]✓ fits, ✗ does not; '-' engine cannot run that precision there. "
+    console.print("[dim]✓ fits (headroom GiB per GPU), ✗ does not (GPUs of that kind it would need); "
+                  "'-' the engine cannot run that precision there. "
                   "Engine: vllm on GPUs, llama.cpp for GGUF, transformers on Apple/CPU unless --engine.[/]")
+
+
+def print_precisions(plans: list) -> None:
+    """One accelerator, every precision: weights, per-GPU need, verdict, GPUs needed, max context, speed."""
+    p0 = plans[0]
+    console.print(f"[bold]{p0.model.spec.name}[/] ({fmt_count(p0.params.total)} params, {p0.model.spec.attention_kind})"
+                  f" on [bold]{p0.gpus} x {p0.accelerator.name}[/] ({p0.accelerator.memory_gib:g} GiB each) — "
+                  f"context {fmt_tokens(p0.context)}, batch {p0.batch}")
+    t = Table(header_style="bold", box=None)
+    for col in ("precision", "engine", "weights GB", "KV GiB", "per GPU GiB", "verdict", "GPUs needed",
+                "max context", "decode tok/s"):
+        t.add_column(col, justify="left" if col in {"precision", "engine", "verdict"} else "right")
+    for p in plans:
+        d = p.performance.to_dict() if p.performance is not None else None
+        verdict = "[green]fits[/]" if p.fits else "[red]does not fit[/]"
+        t.add_row(p.precision.name, p.engine.name, f"{p.memory.weights / 1e9:,.1f}", _gib(p.memory.kv_cache),
+                  _gib(p.memory.per_gpu), verdict, str(p.min_gpus) if p.min_gpus else ">64",
+                  f"{p.max_context:,}" if p.fits else "-", f"{d['decode_tokens_per_s']:,.1f}" if d else "n/a")
+    console.print(t)
+    console.print(f"[dim]budget {_gib(p0.budget_per_gpu)} GiB per GPU under vllm (memory fraction), full memory under "
+                  "transformers/llama.cpp; max context at this batch on the GPUs asked; GPUs needed keeps the "
+                  "precision. `--precision P` for the full breakdown and assumptions.[/]")

@@ -68,3 +68,40 @@ def _render_gpus(accs) -> None:
     if not console.is_terminal:  # piped: do not squeeze a 9-column table into rich's 80-column default
         console = Console(width=150)
     console.print(table)
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (name, hub id, architecture, params).")
+def models(as_json: bool) -> None:
+    """List the built-in model catalog (profiles/models/*.json): real configs with their sources, usable offline."""
+    from qfit.model.params import count_params
+    from qfit.model.sources import catalog_entries
+    from qfit.model.spec import parse_config
+
+    rows = []
+    for e in catalog_entries():
+        spec = parse_config(e["config"], name=e["name"])
+        c = count_params(spec)
+        rows.append({"name": e["name"], "hub_id": e["hub_id"], "aliases": e.get("aliases", []),
+                     "architecture": spec.model_type, "attention_kind": spec.attention_kind,
+                     "params_total": c.total, "params_active": c.active, "layers": spec.layers,
+                     "max_position_embeddings": spec.max_position_embeddings})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from qfit.units import fmt_count
+
+    table = Table(title=f"Model catalog ({len(rows)} models; configs and sources in profiles/models/)")
+    for col in ("name", "hub id", "architecture", "attention", "params", "active"):
+        table.add_column(col, justify="right" if col in {"params", "active"} else "left")
+    for r in rows:
+        active = fmt_count(r["params_active"]) if r["params_active"] < r["params_total"] else ""
+        table.add_row(r["name"], r["hub_id"] or "", r["architecture"], r["attention_kind"],
+                      fmt_count(r["params_total"]), active)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    console.print(table)
