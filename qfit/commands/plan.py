@@ -50,7 +50,6 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
     """
     from qfit import plan as planner
-    from qfit import report
 
     n = parse_positive_int(gpus, "--gpus", maximum=4096)
     batches = parse_int_list(batch, "--batch", maximum=1_000_000)
@@ -66,10 +65,10 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
                                    batch=b, **kw) for b in batches]
         if as_json:
             click.echo(json.dumps(plans[0].to_dict() if len(plans) == 1 else [p.to_dict() for p in plans], indent=2))
-        elif len(plans) == 1:
-            report.print_plan(plans[0])
         else:
-            report.print_curve(plans)
+            from qfit import report  # rich only when rendering tables
+
+            report.print_plan(plans[0]) if len(plans) == 1 else report.print_curve(plans)
     else:
         plans = planner.plan_matrix(model, gpu_list or DEFAULT_GPUS, prec_list or DEFAULT_PRECISIONS,
                                     batch=batches[0], **kw)
@@ -77,10 +76,10 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
             raise QfitError("no compatible precision x accelerator x engine combination to plan")
         if as_json:
             click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
-        elif len(gpu_list) == 1:
-            report.print_precisions(plans)
         else:
-            report.print_matrix(plans)
+            from qfit import report
+
+            report.print_precisions(plans) if len(gpu_list) == 1 else report.print_matrix(plans)
     if plot:
         from qfit.plot import plot_plans
 
