@@ -295,7 +295,7 @@ def _load_records(directory: Path) -> dict[str, dict]:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("signature") == signature:
             return cached["records"]
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass  # no cache, stale or unreadable: parse the YAML
     records = _read_records(files)
     try:  # best effort, written atomically; a read-only home just means no cache
