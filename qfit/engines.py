@@ -9,6 +9,7 @@ from typing import Any
 
 from qfit.errors import QfitError
 from qfit.paths import profiles_dir
+from qfit.yamlcache import load_records
 
 ENGINES = ("transformers", "vllm", "sglang", "llama.cpp")
 # Other names users type -> (engine, note). Ollama and LM Studio run llama.cpp underneath; TGI and LMDeploy page KV
@@ -50,10 +51,7 @@ class EngineProfile:
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> EngineProfile:
-    import yaml
-
-    path = profiles_dir() / "engines" / f"{name}.yaml"
-    data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    data = load_records(profiles_dir() / "engines")[name]
     return EngineProfile(
         name=data["name"], description=data.get("description", ""), memory_fraction=data.get("memory_fraction"),
         kv=data["kv"], activation=data["activation"], runtime_overhead_gib=data["runtime_overhead_gib"],

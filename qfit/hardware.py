@@ -8,15 +8,14 @@ Every figure in the YAML carries a source (see profiles/gpus/README.md); this mo
 from __future__ import annotations
 
 import json
-import os
 import re
-import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from qfit.errors import QfitError
 from qfit.paths import profiles_dir
+from qfit.yamlcache import load_records
 
 TFLOPS_KEYS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 VENDORS = ("nvidia", "amd", "intel", "apple", "cpu")
@@ -265,56 +264,13 @@ def _gpu_dir() -> Path:
     return profiles_dir() / "gpus"
 
 
-def _read_records(files: list[Path]) -> dict[str, dict]:
-    import yaml  # imported here: the JSON cache usually makes it unnecessary
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    records = {}
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                records[path.stem] = yaml.load(fh, Loader=loader)
-        except yaml.YAMLError as exc:
-            raise QfitError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-    return records
-
-
-def _cache_path(directory: Path) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    # one cache file per catalog directory, so two checkouts do not keep invalidating each other
-    tag = f"{zlib.crc32(str(directory.resolve()).encode()):08x}"
-    return Path(base) / "qfit" / f"gpus-{tag}.json"
-
-
-def _load_records(directory: Path) -> dict[str, dict]:
-    """Parsed YAML records, via a JSON cache whose signature is every file's name, size and mtime (no pickle)."""
-    files = sorted(directory.glob("*.yaml"))
-    signature = [str(directory.resolve())] + [[p.name, st.st_size, st.st_mtime_ns] for p in files for st in [p.stat()]]
-    cache = _cache_path(directory)
-    try:
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("signature") == signature:
-            return cached["records"]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        pass  # no cache, stale or unreadable: parse the YAML
-    records = _read_records(files)
-    try:  # best effort, written atomically; a read-only home just means no cache
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"signature": signature, "records": records}, default=str), encoding="utf-8")
-        os.replace(tmp, cache)
-    except OSError:
-        pass
-    return records
-
-
 @lru_cache(maxsize=4)
 def _load(directory: str) -> dict[str, Accelerator]:
     path = Path(directory)
     if not path.is_dir():
         raise QfitError(f"accelerator catalog not found at {path}")
     out = {}
-    for stem, data in _load_records(path).items():
+    for stem, data in load_records(path).items():
         problems = validate_record(data, stem)
         if problems:
             raise QfitError(f"invalid accelerator profile {path / (stem + '.yaml')}: {'; '.join(problems)}")

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from qfit.yamlcache import load_records
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,9 +149,9 @@ def test_calibration_gpus_resolve(case):
 
 def test_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    first = hardware._load_records(GPU_DIR)
+    first = load_records(GPU_DIR)
     assert list(tmp_path.glob("qfit/gpus-*.json"))
-    assert hardware._load_records(GPU_DIR) == first  # served from the JSON cache
+    assert load_records(GPU_DIR) == first  # served from the JSON cache
     assert {k: hardware._build(v) for k, v in first.items()} == dict(hardware._load(str(GPU_DIR)))
 
 
