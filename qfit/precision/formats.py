@@ -140,3 +140,31 @@ def unquantized_bytes(precision: Precision) -> int:
     if precision.family == "gguf" or precision.name == "fp32":
         return 4
     return 2
+
+
+_ASSUMPTIONS = {
+    "float": "every tensor stored at {name} width",
+    "gptq": "GPTQ v1 (GPTQModel): int32-packed weights, fp16 scales, packed zeros, int32 g_idx, group {gs}; "
+            "embeddings, lm_head, norms and MoE routers kept 16-bit",
+    "awq": "AWQ GEMM: int32-packed weights/zeros, fp16 scales, group {gs}; embeddings, lm_head, norms, routers 16-bit",
+    "fp8": "fp8 e4m3 weights with {scale}; embeddings, lm_head, norms, routers 16-bit",
+    "int8": "int8 weights with one fp32 scale per output channel; embeddings, lm_head, norms, routers 16-bit",
+    "bnb": "bitsandbytes nf4, 64-value blocks, double quantization on; embeddings, lm_head, norms, routers 16-bit",
+    "mxfp": "MXFP4 (4.25 bits per weight) on routed experts only, everything else bf16 (gpt-oss layout)",
+    "gguf": "llama.cpp {name} per-tensor type mix (llama_tensor_get_type){imatrix}; norms, routers, biases F32; "
+            "tensor bytes only (GGUF header, metadata and tokenizer add a few MB)",
+}
+
+
+def format_assumptions(precision: Precision) -> str:
+    """One line for a plan's assumptions list: what the byte count of this format assumes."""
+    from qfit.precision.ggml import FLOAT_TYPES, IMATRIX_FTYPES
+    ftype = precision.name.removeprefix("gguf-")
+    if precision.family == "gguf" and FTYPE_BASE[ftype] in FLOAT_TYPES:
+        return (f"GGUF {FTYPE_BASE[ftype]}: 2-D weights {FTYPE_BASE[ftype]}, norms/routers/biases F32; "
+                "tensor bytes only (header, metadata and tokenizer add a few MB)")
+    imatrix = ", importance matrix assumed" if ftype in IMATRIX_FTYPES else ""
+    scale = ("fp32 scales per 128x128 block (DeepSeek-V3 style)" if precision.group_size
+             else "a bf16 scale per output channel (llm-compressor FP8_DYNAMIC)")
+    return _ASSUMPTIONS[precision.family].format(name=precision.name, gs=precision.group_size, scale=scale,
+                                                 imatrix=imatrix)
