@@ -7,8 +7,8 @@ Pure computation: no I/O and no numpy/torch/gguf import (the planner must start 
 """
 
 from qfit.precision.formats import (
-    AWQ_GROUP_SIZES, DEFAULT_GROUP_SIZE, GPTQ_GROUP_SIZES, Precision, list_precisions, parse_precision,
-    unquantized_bytes,
+    AWQ_GROUP_SIZES, DEFAULT_GROUP_SIZE, GPTQ_GROUP_SIZES, Precision, format_assumptions, list_precisions,
+    parse_precision, unquantized_bytes,
 )
 from qfit.precision.ggml import FTYPE_BASE, GGML_TYPES
 from qfit.precision.weights import (
@@ -18,7 +18,7 @@ from qfit.precision.weights import (
 
 __all__ = [
     "AWQ_GROUP_SIZES", "DEFAULT_GROUP_SIZE", "FTYPE_BASE", "GGML_TYPES", "GPTQ_GROUP_SIZES", "Precision",
-    "WeightBytes", "awq_tensor_bytes", "bytes_per_param", "fp8_tensor_bytes", "gptq_tensor_bytes",
+    "WeightBytes", "awq_tensor_bytes", "format_assumptions", "bytes_per_param", "fp8_tensor_bytes", "gptq_tensor_bytes",
     "int8_tensor_bytes", "list_precisions", "mxfp4_tensor_bytes", "nf4_tensor_bytes", "parse_precision",
     "unquantized_bytes", "weight_bytes",
 ]

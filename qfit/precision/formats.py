@@ -104,7 +104,7 @@ def _check_group_size(name: str, family: str, fixed: int | None, group_size: int
         if group_size not in allowed:
             lib = "GPTQModel" if family == "gptq" else "AWQ GEMM"
             raise QfitError(f"group size {group_size} is not supported for {name}: {lib} kernels accept "
-                            f"{', '.join(map(str, allowed))} (-1 = one group per row)")
+                            f"{', '.join(map(str, allowed))} (-1 = one group spanning all in_features)")
         return group_size
     if group_size is not None and group_size != fixed:
         what = f"fixed blocks of {fixed}" if fixed else "no groups"
@@ -116,8 +116,10 @@ def parse_precision(name: str, group_size: int | None = None) -> Precision:
     """'Q4_K_M' -> gguf-q4_k_m, 'int4' -> gptq-int4 (group 128). QfitError for unknown names or group sizes."""
     canon = _canonical(str(name))
     if canon is None:
-        choices = list_precisions() + list(_ALIASES)
-        close = difflib.get_close_matches(str(name).strip().lower(), choices, n=3, cutoff=0.5)
+        # Match against canonical names, aliases and bare GGUF types, suggest the canonical spelling.
+        choices = {c: c for c in list_precisions()} | _ALIASES | {t: f"gguf-{t}" for t in _GGUF_BITS}
+        close = difflib.get_close_matches(str(name).strip().lower(), list(choices), n=5, cutoff=0.5)
+        close = list(dict.fromkeys(choices[c] for c in close))[:3]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise QfitError(f"unknown precision {name!r}{hint} (known: {', '.join(list_precisions()[:12])}, gguf-<type>)")
     if canon in _HF_FORMATS:
@@ -126,7 +128,7 @@ def parse_precision(name: str, group_size: int | None = None) -> Precision:
         ftype = canon.removeprefix("gguf-")
         # llama.cpp allocates its KV cache as f16 unless told otherwise (--cache-type-k/v).
         family, bits, fixed, kv = "gguf", _GGUF_BITS[ftype], GGML_TYPES[FTYPE_BASE[ftype]][0], "fp16"
-        if ftype == "f32":
+        if fixed == 1:      # f32/f16/bf16 files: no blocks
             fixed = None
     gs = _check_group_size(canon, family, fixed, group_size)
     return Precision(name=canon, family=family, bits=float(bits), group_size=gs, kv_default=kv)
@@ -138,3 +140,31 @@ def unquantized_bytes(precision: Precision) -> int:
     if precision.family == "gguf" or precision.name == "fp32":
         return 4
     return 2
+
+
+_ASSUMPTIONS = {
+    "float": "every tensor stored at {name} width",
+    "gptq": "GPTQ v1 (GPTQModel): int32-packed weights, fp16 scales, packed zeros, int32 g_idx, group {gs}; "
+            "embeddings, lm_head, norms and MoE routers kept 16-bit",
+    "awq": "AWQ GEMM: int32-packed weights/zeros, fp16 scales, group {gs}; embeddings, lm_head, norms, routers 16-bit",
+    "fp8": "fp8 e4m3 weights with {scale}; embeddings, lm_head, norms, routers 16-bit",
+    "int8": "int8 weights with one fp32 scale per output channel; embeddings, lm_head, norms, routers 16-bit",
+    "bnb": "bitsandbytes nf4, 64-value blocks, double quantization on; embeddings, lm_head, norms, routers 16-bit",
+    "mxfp": "MXFP4 (4.25 bits per weight) on routed experts only, everything else bf16 (gpt-oss layout)",
+    "gguf": "llama.cpp {name} per-tensor type mix (llama_tensor_get_type){imatrix}; norms, routers, biases F32; "
+            "tensor bytes only (GGUF header, metadata and tokenizer add a few MB)",
+}
+
+
+def format_assumptions(precision: Precision) -> str:
+    """One line for a plan's assumptions list: what the byte count of this format assumes."""
+    from qfit.precision.ggml import FLOAT_TYPES, IMATRIX_FTYPES
+    ftype = precision.name.removeprefix("gguf-")
+    if precision.family == "gguf" and FTYPE_BASE[ftype] in FLOAT_TYPES:
+        return (f"GGUF {FTYPE_BASE[ftype]}: 2-D weights {FTYPE_BASE[ftype]}, norms/routers/biases F32; "
+                "tensor bytes only (header, metadata and tokenizer add a few MB)")
+    imatrix = ", importance matrix assumed" if ftype in IMATRIX_FTYPES else ""
+    scale = ("fp32 scales per 128x128 block (DeepSeek-V3 style)" if precision.group_size
+             else "a bf16 scale per output channel (llm-compressor FP8_DYNAMIC)")
+    return _ASSUMPTIONS[precision.family].format(name=precision.name, gs=precision.group_size, scale=scale,
+                                                 imatrix=imatrix)
