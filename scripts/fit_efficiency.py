@@ -52,7 +52,7 @@ def _from_unit(name: str, x: float) -> float:
     return lo + (hi - lo) / (1 + math.exp(-max(min(x, 40), -40)))
 
 
-def nelder_mead(f, x0: list[float], step: float = 0.6, iters: int = 1500, tol: float = 1e-9) -> list[float]:
+def nelder_mead(f, x0: list[float], step: float = 0.6, iters: int = 800, tol: float = 1e-7) -> list[float]:
     """Plain Nelder-Mead (no scipy in the planner's dependencies); parameters are unbounded logits."""
     n = len(x0)
     simplex = [list(x0)] + [[x + (step if i == j else 0) for j, x in enumerate(x0)] for i in range(n)]

@@ -29,7 +29,7 @@ ENGINES = {
             "metal": {}, "cuda": {},
             "rocm": {"prior_from": "cuda", "why": "HIP build of the CUDA kernels; no ROCm rows in the calibration set"},
             "cpu": {"prior_from": "metal", "why": "no CPU rows; unified-memory Metal is the closest memory-bound case"},
-            "sycl": {"prior_from": "cuda", "why": "no SYCL rows"},
+            "xpu": {"prior_from": "cuda", "why": "no SYCL/XPU rows"},
         },
         "formats_generalize": [("gguf-q8*", "gguf-q8_0"), ("gguf-q[2-6]*", "gguf-q4_0"), ("gguf-iq*", "gguf-q4_0"),
                                ("gguf-tq*", "gguf-q4_0"), ("gguf-mxfp4", "gguf-q4_0")],

@@ -23,7 +23,7 @@ from qfit.paths import profiles_dir
 ENGINES = ("transformers", "vllm", "sglang", "llama.cpp")
 _ALIASES = {"hf": "transformers", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ollama": "llama.cpp",
             "lmstudio": "llama.cpp", "tgi": "vllm", "tensorrt-llm": "vllm", "trtllm": "vllm", "lmdeploy": "vllm"}
-_VENDOR_BACKEND = {"nvidia": "cuda", "apple": "metal", "amd": "rocm", "intel": "sycl", "cpu": "cpu", "host": "cpu"}
+_VENDOR_BACKEND = {"nvidia": "cuda", "apple": "metal", "amd": "rocm", "intel": "xpu", "cpu": "cpu", "host": "cpu"}
 
 
 def normalize_engine(engine: str) -> tuple[str, str | None]:
@@ -87,18 +87,20 @@ class Efficiency:
 
 
 @lru_cache(maxsize=None)
-def load_engine_file(engine: str) -> dict:
-    import yaml  # local: keeps `import qfit.perf` light
+def _speed_records() -> dict:
+    from qfit.yamlcache import load_records  # JSON-cached: no PyYAML import on a warm start
 
-    path = profiles_dir() / "engines" / "speed" / f"{engine.replace('.', '_')}.yaml"
-    if not path.is_file():
-        raise QfitError(f"no speed profile for engine {engine!r} ({path} is missing)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise QfitError(f"cannot read {path}: {exc}") from None
+    directory = profiles_dir() / "engines" / "speed"
+    if not directory.is_dir():
+        raise QfitError(f"speed profiles missing: {directory}")
+    return load_records(directory)
+
+
+def load_engine_file(engine: str) -> dict:
+    stem = engine.replace(".", "_")
+    data = _speed_records().get(stem)
     if not isinstance(data, dict) or "backends" not in data:
-        raise QfitError(f"{path} has no 'backends' section")
+        raise QfitError(f"no usable speed profile for engine {engine!r} (profiles/engines/speed/{stem}.yaml)")
     return data
 
 

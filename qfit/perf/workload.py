@@ -64,8 +64,10 @@ def shape_of(spec) -> Shape:
     head_dim = int(_attr(spec, "head_dim", default=hidden // heads))
     kinds = list(_attr(spec, "layer_types", default=None) or ["full"] * layers)
     count = {k: sum(1 for t in kinds if t == k) for k in ("full", "sliding", "linear", "mla")}
-    window = int(_attr(spec, "sliding_window", default=0) or 0)
     mla = _attr(spec, "mla", default=None)
+    if mla:   # ModelSpec marks MLA layers "full": they cache the latent, not per-head K and V
+        count["mla"], count["full"] = count["mla"] + count["full"], 0
+    window = int(_attr(spec, "sliding_window", default=0) or 0)
     lora = int(_attr(mla, "kv_lora_rank", default=0)) if mla else 0
     rope = int(_attr(mla, "qk_rope_head_dim", default=0)) if mla else 0
     lin = _attr(spec, "linear_attn", "linear", "linear_attention", default=None)
@@ -160,6 +162,10 @@ def weight_traffic(groups, weights, shape: Shape) -> WeightTraffic:
         dense = max(active_bytes - expert_total * top_k / experts, 0.0)
     else:
         dense, expert_total = active_bytes, 0.0
+    # An untied embedding table is a lookup: a decode step reads one row of it, not the table.
+    if any(g.role == "lm_head" for g in groups) and by_role.get("embed"):
+        embed_rows = max((g.rows for g in groups if g.role == "embed"), default=1)
+        dense = max(dense - by_role["embed"] * (1 - 1 / embed_rows), 0.0)
     # The embedding is a lookup (no FLOPs); with tied embeddings it doubles as lm_head, which is a full matmul.
     active_params = float(sum(g.active_params for g in groups if g.role != "embed"))
     if not any(g.role == "lm_head" for g in groups):
