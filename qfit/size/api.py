@@ -58,6 +58,8 @@ class SizeResult:
             "pareto": [o.to_dict(w) for o in self.frontier],
             "cheaper_failed": self.cheaper_failed,
             "quality": {p: quality_of(p).to_dict() for p in self.precisions},
+            "unpriced": {"rent": rank.unpriced(self.found.options, "rent"),
+                         "tco": rank.unpriced(self.found.options, "tco")},
             "skipped": self.found.skipped, "notes": self.notes,
         }
 
@@ -116,7 +118,8 @@ def _notes(res: SearchResult, w: Workload, costs: CostParams, found: list[Option
     for kind, label in (("rent", "rental ranking"), ("tco", "TCO ranking (needs list price and TDP)")):
         missing = rank.unpriced(found, kind)
         if missing:
-            notes.append(f"not in the {label}, no price: {', '.join(missing)}")
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            notes.append(f"not in the {label}: {len(missing)} feasible accelerators have no price ({shown})")
     if res.skipped:
         notes.append(f"{len(res.skipped)} accelerator x precision x engine pairs skipped (engine cannot run them)")
     return notes
