@@ -176,10 +176,17 @@ def test_price_override_changes_the_winner(qwen7, tmp_path):
 
 def test_explanations_name_the_binding_constraint(llama70):
     r = size(llama70, Workload(context=8192, concurrency=16, min_tokens_per_s=25), precisions=("bf16",),
-             gpus_allowed=["h100", "rtx 4090", "a40"], with_performance=False)
+             gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], with_performance=False)
     why = {d["accelerator"]: d for d in r.cheaper_failed}
-    assert r.chosen.acc.key == "h100-sxm"
-    assert why["RTX 4090"]["constraint"] in {"memory", "speed"} and why["A40"]["constraint"] in {"memory", "speed"}
+    assert r.chosen.acc.key == "rtx-4090"
+    # A40 and RTX 3090 pair over an NVLink bridge (2 GPUs per TP group): 131 GiB of BF16 weights cannot fit in 2
+    a40 = why["A40"]
+    assert a40["constraint"] == "memory" and "2 GPU(s)/replica" in a40["detail"] and a40["shortfall"] > 1.5
+    assert why["RTX 3090"]["constraint"] == "memory" and why["RTX 3090"]["shortfall"] > a40["shortfall"]
+    # L4 holds it at TP 8 but is too slow per user even with 8 replicas
+    assert why["L4"]["constraint"] == "speed" and "tok/s per user < 25" in why["L4"]["detail"]
+    # H100 is cheaper per GPU-hour but needs more of them
+    assert why["H100 SXM"]["constraint"] == "cost"
     assert r.chosen.headroom(r.workload)["speed_x"] >= 1
 
 
