@@ -70,9 +70,16 @@ def build_cases(rows: list[dict], resolver=resolve_inputs) -> list[Case]:
     cases = []
     for row in rows:
         inputs = resolver(row)
+        if row["kind"] == "prefill" and not _has_flops(inputs[4]):
+            continue   # no compute figure for this device: prefill is not predicted (the estimate says so)
         backend = row.get("backend") or backend_for(inputs[4])
         cases.append(Case(row, inputs, row["engine"], backend))
     return cases
+
+
+def _has_flops(accel) -> bool:
+    fn = getattr(accel, "tflops_for", None)
+    return any(fn(k) for k in ("fp32", "bf16", "fp16")) if callable(fn) else True
 
 
 def predict(case: Case, efficiency=None) -> float:

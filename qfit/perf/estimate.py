@@ -32,7 +32,7 @@ def compute_dtype(name: str) -> str:
 
 def _tflops(accelerator, dtype: str) -> float | None:
     fn = getattr(accelerator, "tflops_for", None)
-    order = [dtype, "bf16", "fp16", "fp32"] if dtype != "fp32" else ["fp32", "tf32", "bf16"]
+    order = [dtype, "bf16", "fp16", "fp32"] if dtype != "fp32" else ["fp32", "bf16", "fp16"]
     for key in order:
         value = fn(key) if callable(fn) else (getattr(accelerator, "tflops", {}) or {}).get(key)
         if value:
@@ -44,9 +44,12 @@ def device_view(accelerator, precision: str, gpus: int, compute_peak: str = "ten
     notes = []
     dtype = "fp32" if compute_peak == "vector" else compute_dtype(precision)
     peak = _tflops(accelerator, dtype)
+    if compute_peak == "vector" and not _tflops(accelerator, "fp32") and peak:
+        notes.append("no FP32 vector figure in the device profile: its tensor peak stands in (prefill optimistic)")
     if not peak:
-        raise QfitError(f"{getattr(accelerator, 'name', accelerator)} has no compute figure in its profile: "
-                        "cannot estimate prefill or the compute roofline")
+        notes.append(f"{getattr(accelerator, 'name', accelerator)} has no compute figure in its profile: the compute "
+                     "roofline is left out, so prefill/TTFT and large-batch figures are optimistic")
+        peak = 0.0
     ic = getattr(accelerator, "interconnect", None) or {}
     ic = ic if isinstance(ic, dict) else vars(ic)
     kind = str(ic.get("kind") or "pcie").lower()

@@ -66,6 +66,8 @@ def allreduce_s(dev: Device, eff: Efficiency, layers: int, tokens: int, hidden: 
 def _compute_s(dev: Device, eff: Efficiency, linear_flops: float, attn_flops: float) -> float:
     """GEMMs run at the format's efficiency (dequantizing GEMMs are slower); attention at the attention kernel's."""
     peak = dev.peak_tflops * 1e12
+    if peak <= 0:   # device profile without a FLOPS figure: no compute roofline (estimate says so)
+        return 0.0
     return linear_flops / (peak * eff.prefill_eff) + attn_flops / (peak * eff.attention_compute_efficiency)
 
 
