@@ -282,6 +282,9 @@ def test_cli_impossible_speed_and_memory():
     (["--max-ttft", "soon"], "cannot read --max-ttft"),
     (["--precision", "int5"], "precision"),
     (["--engine", "vllm", "--precision", "gguf-q4_k_m", "--gpus-allowed", "h100"], "llama.cpp"),
+    (["--engine", "vlm"], "unknown engine 'vlm'"),
+    (["--prices", "/nonexistent/prices.csv"], "cannot read price file"),
+    (["--json", "--csv"], "choose one of --json and --csv"),
 ])
 def test_cli_bad_input_one_line(args, needle):
     _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "4", *args), needle)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from qfit.engines import get_engine
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator, get_accelerator, load_accelerators
 from qfit.model.params import ParamCounts, count_params
@@ -105,8 +106,11 @@ def _attach_performance(options: list[Option], w: Workload) -> None:
                                       output_len=w.output_tokens)
 
 
-def _notes(res: SearchResult, w: Workload, costs: CostParams, found: list[Option]) -> list[str]:
-    notes = [
+def _notes(model: LoadedModel, res: SearchResult, w: Workload, found: list[Option]) -> list[str]:
+    limit = model.spec.max_position_embeddings
+    notes = [f"--context {w.context:,} exceeds the model's max_position_embeddings ({limit:,}): the memory is "
+             "computed, but the model was not trained for it"] if limit and w.context > limit else []
+    notes += [
         f"memory: every one of the {w.concurrency} users holds {w.context:,} tokens of KV; users split evenly over "
         "replicas (ceil(concurrency / replicas) per replica)",
         f"per-user speed: decode step at the replica's batch with {w.decode_context:,} tokens of KV (worst case)",
@@ -132,6 +136,8 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     """Search, rank by rent and TCO, Pareto frontier, explanation. Raises QfitError (one line) when nothing fits."""
     t0, c0 = time.perf_counter(), time.process_time()
     _validate(workload, max_gpus_per_node, max_total_gpus)
+    for name in engines or ():
+        get_engine(name)   # an unknown engine name is a one-line error, not a silently empty search
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     accs = resolve_accelerators(gpus_allowed)
     precs = tuple(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
@@ -151,5 +157,5 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     seconds = {"load_wall": t1 - t0, "load_cpu": c1 - c0, "search_wall": t2 - t1, "search_cpu": c2 - c1,
                "total_wall": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
     return SizeResult(loaded, count_params(loaded.spec), workload, precs, engines, accs, costs, max_gpus_per_node,
-                      max_total_gpus, res, rent, tco, front, chosen, cheaper, _notes(res, workload, costs, res.options),
+                      max_total_gpus, res, rent, tco, front, chosen, cheaper, _notes(loaded, res, workload, res.options),
                       {k: round(v, 4) for k, v in seconds.items()})
