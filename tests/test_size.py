@@ -162,6 +162,7 @@ def test_ranking_is_cheapest_first_and_pareto_is_non_dominated(qwen7):
     assert all(d["usd_per_gpu_hour"] < r.chosen.cost.rent_usd_per_hour for d in r.cheaper_failed)
     d = r.to_dict(top=3)
     assert d["chosen"]["cost"]["rent_usd_per_hour"] == pytest.approx(rents[0], abs=1e-4) and len(d["by_rent"]) == 3
+    assert set(d["infeasible"]) == {a.short_name for a in r.accelerators} - {o.acc.short_name for o in r.found.options}
 
 
 def test_price_override_changes_the_winner(qwen7, tmp_path):

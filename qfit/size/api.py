@@ -58,11 +58,23 @@ class SizeResult:
             "by_tco": [o.to_dict(w) for o in self.by_tco[:top]],
             "pareto": [o.to_dict(w) for o in self.frontier],
             "cheaper_failed": self.cheaper_failed,
+            "infeasible": self._infeasible(),
             "quality": {p: quality_of(p).to_dict() for p in self.precisions},
             "unpriced": {"rent": rank.unpriced(self.found.options, "rent"),
                          "tco": rank.unpriced(self.found.options, "tco")},
             "skipped": self.found.skipped, "notes": self.notes,
         }
+
+
+    def _infeasible(self) -> dict:
+        """Accelerators with no feasible configuration -> the closest attempt's binding constraint."""
+        ok = {o.acc.key for o in self.found.options}
+        out = {}
+        for acc in self.accelerators:
+            f = None if acc.key in ok else rank.closest_failure(self.found.failures, acc.key)
+            if f is not None:
+                out[acc.short_name] = f.to_dict()
+        return out
 
 
 def resolve_accelerators(names: list[str] | None) -> list[Accelerator]:
