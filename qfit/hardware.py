@@ -370,6 +370,10 @@ def get_accelerator(name: str, variant: str | None = None) -> Accelerator:
     text = " ".join(p for p in (str(name or "").strip(), str(variant or "").strip()) if p)
     if not text:
         raise QfitError("empty accelerator name; run `qfit gpus` for the catalog")
+    if text.lower() in {"cpu", "host", "host cpu"}:  # the machine at hand is a device too (qfit/host.py)
+        from qfit.host import host_accelerator
+
+        return host_accelerator()
     directory = str(_gpu_dir())
     accs, idx = _load(directory), _index(directory)
     q = _parse(text)

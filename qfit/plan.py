@@ -300,10 +300,13 @@ def plan_matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list
     """One plan per accelerator x precision (engine chosen per precision unless given)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     accs = [get_accelerator(g) for g in gpus_list]
-    precs = [parse_precision(p, kw.get("group_size")) for p in precisions]
+    precs = [parse_precision(p) for p in precisions]
+    gs = kw.pop("group_size", None)
     plans = []
     for acc in accs:
         for p in precs:
+            # --group-size applies to the GPTQ/AWQ rows of a matrix, not to formats with their own block layout
+            kw["group_size"] = gs if p.family in {"gptq", "awq"} else None
             engine = kw.get("engine")
             if engine is None and p.family == "gguf":
                 engine = "llama.cpp"

@@ -138,3 +138,17 @@ def test_catalog_entries_have_sources():
     for e in catalog_entries():
         assert e["source"] and e["hub_id"], e["name"]
         json.dumps(e)  # serialisable
+
+
+def test_models_command_lists_catalog():
+    from click.testing import CliRunner
+
+    from qfit.cli import cli
+
+    r = CliRunner().invoke(cli, ["models", "--json"])
+    assert r.exit_code == 0
+    rows = json.loads(r.output)
+    assert len(rows) >= 30
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["qwen3-30b-a3b"]["params_active"] < by_name["qwen3-30b-a3b"]["params_total"]
+    assert CliRunner().invoke(cli, ["models"]).exit_code == 0

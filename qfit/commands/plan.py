@@ -15,15 +15,6 @@ DEFAULT_GPUS = ["rtx-4090", "rtx-5090", "rtx-a6000", "l40s", "a100-80gb-sxm4", "
 DEFAULT_PRECISIONS = ["bf16", "fp8", "gptq-int8", "gptq-int4", "awq-int4", "gguf-q8_0", "gguf-q4_k_m"]
 
 
-def _ships_quantized(model: str) -> bool:
-    """A GGUF file or a quantized checkpoint plans in its own format by default (no precision matrix)."""
-    from qfit.model.sources import load_model
-    from qfit.plan import default_precision
-
-    loaded = load_model(model)
-    return default_precision(loaded) not in {"bf16", "fp16", "fp32"}
-
-
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -50,6 +41,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
     """
     from qfit import plan as planner
+    from qfit.model.sources import load_model
 
     n = parse_positive_int(gpus, "--gpus", maximum=4096)
     batches = parse_int_list(batch, "--batch", maximum=1_000_000)
@@ -60,7 +52,10 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     gpu_list, prec_list = _split(gpu), _split(precision)
     if group_size is not None and (group_size == 0 or group_size < -1):
         raise QfitError(f"--group-size must be a positive integer or -1, got {group_size}")
-    if len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and _ships_quantized(model))):
+    model = load_model(model)
+    # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).
+    ships_quantized = planner.default_precision(model) not in {"bf16", "fp16", "fp32"}
+    if len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized)):
         plans = [planner.make_plan(model, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None,
                                    batch=b, **kw) for b in batches]
         if as_json:

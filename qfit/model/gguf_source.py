@@ -14,18 +14,18 @@ from typing import Any, BinaryIO
 from qfit.errors import QfitError
 from qfit.model.sources import HeaderInfo, LoadedModel
 from qfit.model.spec import parse_config
+from qfit.precision.ggml import GGML_TYPES
 
-# ggml type id -> (name, weights per block, bytes per block)
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
-    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
-    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
-    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17),
+# ggml type id -> name (ggml.h enum ggml_type); block layouts come from qfit.precision's table (one source of truth)
+GGML_TYPE_NAMES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K",
+    12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+    20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
+    29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
 }
+# Types a file may hold that no weight recipe produces (activation-side or integer tensors).
+_EXTRA_SIZES = {"Q8_1": (32, 36), "Q8_K": (256, 292), "I8": (1, 1), "I16": (1, 2), "I32": (1, 4), "I64": (1, 8),
+                "F64": (1, 8)}
 # general.file_type (llama_ftype) -> recipe name
 FILE_TYPES: dict[int, str] = {
     0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 11: "q3_k_s",
@@ -118,9 +118,10 @@ def header_from_tensors(tensors: list[tuple[str, list[int], int]], file_type: st
     by_dtype: dict[str, int] = {}
     params = nbytes = 0
     for name, dims, ttype in tensors:
-        if ttype not in GGML_TYPES:
+        tname = GGML_TYPE_NAMES.get(ttype)
+        if tname is None:
             raise QfitError(f"GGUF tensor {name} has unknown ggml type {ttype}")
-        tname, block, size = GGML_TYPES[ttype]
+        block, size = GGML_TYPES.get(tname) or _EXTRA_SIZES[tname]
         n = 1
         for d in dims:
             n *= d
@@ -146,7 +147,7 @@ def load_gguf(path: Path) -> LoadedModel:
     embd = next((t for t in tensors if t[0] == "token_embd.weight"), None)
     vocab = meta.get("tokenizer.ggml.tokens")
     cfg["vocab_size"] = int(vocab) if isinstance(vocab, _Skipped) else len(vocab) if vocab else (
-        max(embd[1]) if embd else None)
+        embd[1][-1] if embd else None)  # GGUF dims are (ne0=hidden, ne1=vocab)
     cfg["tie_word_embeddings"] = "output.weight" not in names
     ft = meta.get("general.file_type")
     file_type = f"gguf-{FILE_TYPES[ft]}" if ft in FILE_TYPES else None
