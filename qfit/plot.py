@@ -66,3 +66,29 @@ def _throughput(ax, curve: list) -> None:
     ax.set_ylabel("decode tokens/s")
     ax.set_title("decode throughput vs batch")
     ax.legend(fontsize=8)
+
+
+def plot_plans(plans: list, path: str | Path, force: bool = False) -> Path:
+    """One plan (or a batch curve of plans of one configuration) -> PNG. A single plan gets a batch sweep 1..256
+    of the same configuration so the throughput panel says where decode turns compute-bound."""
+    from qfit.memory import GIB
+    from qfit.perf.estimate import CurvePoint
+    from qfit.plan import make_plan
+
+    p0 = plans[0]
+    if len(plans) == 1:
+        batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+        plans = [p0] + [make_plan(p0.model, gpu=p0.accelerator, precision=p0.precision.name, engine=p0.engine.name,
+                                  context=p0.context, batch=b, gpus=p0.gpus, kv_dtype=p0.kv_dtype,
+                                  group_size=p0.precision.group_size, suggest=False) for b in batches if b != p0.batch]
+        plans.sort(key=lambda p: p.batch)
+    curve = [CurvePoint(p.batch, p.performance.decode_tokens_per_s, p.performance.aggregate_tokens_per_s,
+                        p.performance.tpot_s, p.performance.ttft_s, p.performance.bound, p.memory.per_gpu / GIB, p.fits)
+             for p in plans if p.performance is not None]
+    m, n = p0.memory, p0.gpus
+    memory = {"weights": m.weights / n / GIB, "KV cache": m.kv_per_gpu / GIB, "activations": m.activations / n / GIB,
+              "overhead": m.overhead / n / GIB}
+    title = (f"{p0.model.spec.name} on {n} x {p0.accelerator.short_name}, {p0.precision.name}, {p0.engine.name}, "
+             f"context {p0.context:,}, batch {p0.batch}")
+    return write_plot(path, title=title, memory_gib=memory, budget_gib=p0.budget_per_gpu / GIB, curve=curve,
+                      force=force)

@@ -129,3 +129,17 @@ def test_bad_input_one_line_exit_2(args, needle):
     assert needle.lower() in r.output.lower()
     assert "Traceback" not in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_plot_written_and_not_overwritten(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plan.png"
+    args = ["plan", "--model", "llama-3-8b", "--gpu", "4090", "--precision", "gptq-int4", "--plot", str(out)]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run(*args)
+    assert r.exit_code == 2 and "--force" in r.output
+    assert run(*args, "--force").exit_code == 0
+    r = run("plan", "--model", "llama-3-8b", "--plot", str(tmp_path / "m.png"))
+    assert r.exit_code == 2 and "one configuration" in r.output

@@ -33,9 +33,11 @@ def _split(value: str | None) -> list[str]:
 @click.option("--engine", "-e", help="transformers | vllm | sglang | llama.cpp (default: vllm on GPUs, llama.cpp for GGUF).")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in DESIGN.md) instead of tables.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch "
+                                                               "(one --gpu and --precision).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, kv_dtype, as_json,
-         plot):
+         plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -78,6 +80,8 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     if plot:
         from qfit.plot import plot_plans
 
-        plot_plans(plans, plot)
+        if len({(p.accelerator.key, p.precision.name) for p in plans}) > 1:
+            raise QfitError("--plot draws one configuration: give one --gpu and one --precision")
+        plot_plans(plans, plot, force=force)
         if not as_json:
             click.echo(f"wrote {plot}")
