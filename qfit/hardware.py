@@ -269,13 +269,12 @@ def _load(directory: str) -> dict[str, Accelerator]:
     path = Path(directory)
     if not path.is_dir():
         raise QfitError(f"accelerator catalog not found at {path}")
-    out = {}
-    for stem, data in load_records(path).items():
+    def check(data: dict, stem: str) -> None:
         problems = validate_record(data, stem)
         if problems:
             raise QfitError(f"invalid accelerator profile {path / (stem + '.yaml')}: {'; '.join(problems)}")
-        out[stem] = _build(data)
-    return out
+
+    return {stem: _build(data) for stem, data in load_records(path, validate=check).items()}
 
 
 def load_accelerators() -> dict[str, Accelerator]:

@@ -1,8 +1,9 @@
-"""Reviewed YAML profiles, read through a JSON cache so the planner starts fast.
+"""Reviewed profile files, read through a JSON cache so the planner starts fast.
 
-Parsing ~90 YAML files costs ~120 ms and importing PyYAML more; the cache (~/.cache/qfit/<dir>-<crc>.json) is keyed by
-every file's name, size and mtime, so editing a profile invalidates it. JSON only (no pickle). A missing, stale or
-unreadable cache just means the YAML is parsed again; a read-only home means no cache.
+Parsing ~90 YAML files costs ~120 ms and importing PyYAML more; reading every catalog JSON to index its aliases costs
+tens of ms. The cache (~/.cache/qfit/<dir>-<crc>.json) holds the parsed (and validated) result keyed by every file's
+name, size and mtime, so editing a profile invalidates it. JSON only (no pickle). A missing, stale or unreadable cache
+just means the files are read again; a read-only home means no cache.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import json
 import os
 import zlib
 from pathlib import Path
+from typing import Callable
 
 from qfit.errors import QfitError
 
 
-def _read_records(files: list[Path]) -> dict[str, dict]:
+def read_yaml_files(files: list[Path]) -> dict[str, dict]:
     import yaml  # only on a cache miss
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -29,30 +31,44 @@ def _read_records(files: list[Path]) -> dict[str, dict]:
     return records
 
 
-def _cache_path(directory: Path) -> Path:
+def _cache_path(directory: Path, kind: str) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     # one cache file per profile directory, so two checkouts do not keep invalidating each other
     tag = f"{zlib.crc32(str(directory.resolve()).encode()):08x}"
-    return Path(base) / "qfit" / f"{directory.name}-{tag}.json"
+    return Path(base) / "qfit" / f"{directory.name}-{kind}-{tag}.json"
 
 
-def load_records(directory: Path) -> dict[str, dict]:
-    """{file stem: parsed YAML} for every *.yaml in `directory`."""
-    files = sorted(directory.glob("*.yaml"))
+def cached(directory: Path, pattern: str, build: Callable[[list[Path]], dict], kind: str = "records") -> dict:
+    """build(files) for the files matching `pattern`, memoised on disk until any of them changes."""
+    files = sorted(directory.glob(pattern))
     signature = [str(directory.resolve())] + [[p.name, st.st_size, st.st_mtime_ns] for p in files for st in [p.stat()]]
-    cache = _cache_path(directory)
+    cache = _cache_path(directory, kind)
     try:
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("signature") == signature:
-            return cached["records"]
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if data.get("signature") == signature:
+            return data["value"]
     except (OSError, ValueError, AttributeError):
         pass
-    records = _read_records(files)
+    value = build(files)
     try:  # best effort, written atomically
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"signature": signature, "records": records}, default=str), encoding="utf-8")
+        tmp.write_text(json.dumps({"signature": signature, "value": value}, default=str), encoding="utf-8")
         os.replace(tmp, cache)
     except OSError:
         pass
-    return records
+    return value
+
+
+def load_records(directory: Path, validate: Callable[[dict, str], None] | None = None) -> dict[str, dict]:
+    """{file stem: parsed YAML} for every *.yaml in `directory`; `validate(record, stem)` runs on a cache miss only
+    (a cached result was validated when it was written) and raises to refuse a bad profile."""
+
+    def build(files: list[Path]) -> dict:
+        records = read_yaml_files(files)
+        if validate:
+            for stem, record in records.items():
+                validate(record, stem)
+        return records
+
+    return cached(directory, "*.yaml", build)

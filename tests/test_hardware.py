@@ -150,7 +150,7 @@ def test_calibration_gpus_resolve(case):
 def test_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = load_records(GPU_DIR)
-    assert list(tmp_path.glob("qfit/gpus-*.json"))
+    assert list(tmp_path.glob("qfit/gpus-records-*.json"))
     assert load_records(GPU_DIR) == first  # served from the JSON cache
     assert {k: hardware._build(v) for k, v in first.items()} == dict(hardware._load(str(GPU_DIR)))
 

@@ -18,6 +18,7 @@ from typing import Any
 from qfit.errors import QfitError
 from qfit.model.spec import ModelSpec, parse_config
 from qfit.paths import profiles_dir
+from qfit.yamlcache import cached
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U32": 4, "U16": 2, "F4": 0.5}
@@ -53,19 +54,23 @@ class LoadedModel:
 # catalog
 
 
-@lru_cache(maxsize=1)
-def _catalog() -> dict[str, Path]:
-    """Lower-cased name / slug / hub id / alias -> catalog file. Reads every entry once (small JSON files)."""
-    index: dict[str, Path] = {}
-    folder = profiles_dir() / "models"
-    for path in sorted(folder.glob("*.json")):
+def _build_index(files: list[Path]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for path in files:
         entry = json.loads(path.read_text())
         keys = [path.stem, entry.get("name"), entry.get("hub_id"), *(entry.get("aliases") or [])]
         for key in filter(None, keys):
-            index[key.lower()] = path
+            index[key.lower()] = path.name
             if "/" in key:
-                index.setdefault(key.split("/", 1)[1].lower(), path)
+                index.setdefault(key.split("/", 1)[1].lower(), path.name)
     return index
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict[str, Path]:
+    """Lower-cased name / slug / hub id / alias -> catalog file (index cached on disk until an entry changes)."""
+    folder = profiles_dir() / "models"
+    return {key: folder / name for key, name in cached(folder, "*.json", _build_index, kind="index").items()}
 
 
 def catalog_entries() -> list[dict]:
