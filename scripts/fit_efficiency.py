@@ -180,7 +180,8 @@ def cross_validate(model: GroupModel) -> list[tuple]:
 
 
 def band_from(cv: list[tuple], group: str) -> dict:
-    band = {"basis": f"leave-one-group-out cross-validation residuals, {group}"}
+    devices = {(c.row["gpu"], c.row.get("gpu_variant")) for c, _, _, _ in cv}
+    band = {"basis": f"leave-one-group-out cross-validation residuals, {group}", "devices": len(devices)}
     for kind in ("decode", "prefill", "e2e"):
         errs = [e for c, _, e, _ in cv if c.kind == kind]
         if errs:
