@@ -48,18 +48,19 @@ def print_plan(p) -> None:
     console.print(f"max context at batch {p.batch}: {p.max_context:,} tokens;  "
                   f"max batch at {fmt_tokens(p.context)} context: {p.max_batch:,}")
     if p.performance is not None:
-        _print_perf(p.performance.to_dict())
+        _print_perf(p.performance.to_dict(), hypothetical=not p.fits)
     console.print("[dim]assumptions:[/]")
-    for a in p.assumptions:
+    perf = list(p.performance.assumptions) if p.performance is not None else []
+    for a in dict.fromkeys(list(p.assumptions) + perf):
         console.print(f"[dim]  - {a}[/]")
 
 
-def _print_perf(d: dict) -> None:
+def _print_perf(d: dict, hypothetical: bool = False) -> None:
     band = d.get("error_band") or {}
     dec = band.get("decode_pct")
     pre = band.get("prefill_pct")
     console.print(
-        f"speed: prefill {d['prefill_tokens_per_s']:,.0f} tok/s" + (f" (±{pre:.0f}%)" if pre else "")
+        ("speed if it fit" if hypothetical else "speed") + f": prefill {d['prefill_tokens_per_s']:,.0f} tok/s" + (f" (±{pre:.0f}%)" if pre else "")
         + f", decode {d['decode_tokens_per_s']:,.1f} tok/s per sequence" + (f" (±{dec:.0f}%)" if dec else "")
         + f", TTFT {d['ttft_s']:.3g} s, TPOT {d['tpot_s'] * 1000:.3g} ms, {d['bound']}-bound")
 
