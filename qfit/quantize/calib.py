@@ -56,13 +56,18 @@ def looks_like_hub_dataset(source: str) -> bool:
         and not source.startswith((".", "/", "~"))
 
 
-def build_calibration(tokenizer, source: str, nsamples: int, seqlen: int) -> tuple[Calibration, list[list[int]]]:
-    """(description, token windows) for the calibration split of `source`."""
+def calibration_text(source: str) -> tuple[TextSource, list[str]]:
+    """The calibration split of a built-in name, local file or hub dataset (read before any model is loaded, so a bad
+    --calib fails in a second)."""
     if looks_like_hub_dataset(source):
-        info, docs = _hub_dataset_text(source)
-    else:
-        loaded = load_text(source, split="calib")
-        info, docs = loaded.source, loaded.documents
+        return _hub_dataset_text(source)
+    loaded = load_text(source, split="calib")
+    return loaded.source, loaded.documents
+
+
+def build_calibration(tokenizer, info: TextSource, docs: list[str], nsamples: int,
+                      seqlen: int) -> tuple[Calibration, list[list[int]]]:
+    """(description, token windows) from the calibration documents."""
     needed = nsamples * seqlen
     budget = int(needed * CHARS_PER_TOKEN_GUESS) + 1
     text = "\n\n".join(docs)

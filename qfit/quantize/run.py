@@ -146,6 +146,11 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
         raise QfitError(f"{out} already exists: pass --force to replace it")
     if not out.parent.is_dir():
         raise QfitError(f"parent folder of {out} does not exist")
+    calib_text = None
+    if recipe.method == "gptq":
+        from qfit.quantize.calib import calibration_text
+
+        calib_text = calibration_text(recipe.calib)
     model_dir = resolve_model_dir(model)
     check_model_dir(model_dir)
     layout = read_layout(model_dir)
@@ -158,7 +163,7 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
         from qfit.quantize.calib import build_calibration
 
         calib, windows = build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code),
-                                           recipe.calib, recipe.nsamples, recipe.seqlen)
+                                           *calib_text, recipe.nsamples, recipe.seqlen)
     estimate = predict_memory(layout, recipe, dev)
     if not estimate.fits:
         raise QfitError(f"this run needs about {estimate.total_bytes / 1e9:.1f} GB on {dev} (predicted: model "
