@@ -1,0 +1,132 @@
+"""`qfit size`: parse options, call qfit.size.size, render (rich tables, --json or --csv). No torch import."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from qfit.errors import QfitError
+from qfit.units import parse_positive_int, parse_tokens
+
+
+def parse_seconds(text: str, what: str = "--max-ttft") -> float:
+    """'2s' / '500ms' / '1.5' (seconds) -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)?", str(text).strip().lower())
+    if not m:
+        raise QfitError(f"cannot read {what} {text!r}: expected e.g. 2s, 500ms or 1.5")
+    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    if value <= 0:
+        raise QfitError(f"{what} must be positive, got {text}")
+    return value
+
+
+def parse_float(text: str, what: str, allow_zero: bool = False) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise QfitError(f"cannot read {what} {text!r}: expected a number") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (value == 0 and not allow_zero):
+        raise QfitError(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {text}")
+    return value
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _precisions(value: str | None) -> tuple[str, ...] | None:
+    from qfit.precision import parse_precision
+
+    names = _split(value)
+    if not names or names == ["auto"]:
+        return None
+    return tuple(parse_precision(n).name for n in names)
+
+
+@click.command("size")
+@click.option("--model", "-m", required=True, help="Catalog name, hub id (org/name), local folder, or .gguf file.")
+@click.option("--context", "-c", default="8k", show_default=True, help="Tokens of KV reserved per user (8192, 32k).")
+@click.option("--concurrency", "-u", required=True, help="Users decoding at the same time.")
+@click.option("--rps", help="Requests per second to sustain (needs --input-tokens and --output-tokens).")
+@click.option("--input-tokens", help="Prompt tokens per request (TTFT, prefill work). Default: the context.")
+@click.option("--output-tokens", help="Generated tokens per request.")
+@click.option("--min-tokens-per-s", help="Per-user decode speed floor (tokens/s).")
+@click.option("--max-ttft", help="Time-to-first-token ceiling (2s, 500ms).")
+@click.option("--precision", "-p", default="auto", show_default=True,
+              help="auto (bf16,fp8,gptq-int8,gptq-int4,awq-int4,gguf-q8_0,gguf-q4_k_m) or a comma list.")
+@click.option("--engine", "-e", help="vllm | sglang | llama.cpp | transformers, or a comma list. Default: vllm on "
+                                     "GPUs, llama.cpp for GGUF, transformers on Apple.")
+@click.option("--kv-dtype", help="KV cache dtype (default: the engine's default for each precision).")
+@click.option("--gpus-allowed", help="Comma list of accelerators (A100,H100,L40S,...). Default: the whole catalog.")
+@click.option("--max-gpus-per-node", default="8", show_default=True, help="Largest tensor-parallel group (one node).")
+@click.option("--max-gpus", default="64", show_default=True, help="Total GPUs over all replicas.")
+@click.option("--prices", type=click.Path(dir_okay=False), help="YAML/CSV overriding prices: name,usd_per_hour[,list_usd].")
+@click.option("--hours-per-month", default="730", show_default=True, help="Hours a month (rent and power).")
+@click.option("--months", default="36", show_default=True, help="Purchase horizon for TCO.")
+@click.option("--power-cost", default="0.12", show_default=True, help="Electricity $/kWh.")
+@click.option("--top", default="10", show_default=True, help="Rows per ranking.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every feasible configuration as CSV.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: rent $/h vs total throughput, frontier.")
+@click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
+def size(model, context, concurrency, rps, input_tokens, output_tokens, min_tokens_per_s, max_ttft, precision, engine,
+         kv_dtype, gpus_allowed, max_gpus_per_node, max_gpus, prices, hours_per_month, months, power_cost, top, as_json,
+         as_csv, plot, force):
+    """Procurement: the cheapest hardware (rent or buy) that serves a workload, and why the cheaper options fail."""
+    from qfit.size import CostParams, Workload, load_prices
+    from qfit.size import size as run
+
+    if as_json and as_csv:
+        raise QfitError("choose one of --json and --csv")
+    if plot and not force:
+        from pathlib import Path
+
+        if Path(plot).exists():
+            raise QfitError(f"{plot} exists; pass --force to overwrite")
+    w = Workload(
+        context=parse_tokens(context), concurrency=_concurrency(concurrency),
+        rps=parse_float(rps, "--rps") if rps else None,
+        input_tokens=parse_tokens(input_tokens, "--input-tokens") if input_tokens else None,
+        output_tokens=parse_tokens(output_tokens, "--output-tokens") if output_tokens else None,
+        min_tokens_per_s=parse_float(min_tokens_per_s, "--min-tokens-per-s") if min_tokens_per_s else None,
+        max_ttft_s=parse_seconds(max_ttft) if max_ttft else None)
+    costs = CostParams(hours_per_month=parse_float(hours_per_month, "--hours-per-month"),
+                       months=parse_positive_int(months, "--months", maximum=600),
+                       power_usd_per_kwh=parse_float(power_cost, "--power-cost", allow_zero=True),
+                       prices=load_prices(prices) if prices else None)
+    if costs.hours_per_month > 744:
+        raise QfitError(f"--hours-per-month {hours_per_month} exceeds the 744 hours of a 31-day month")
+    total = parse_positive_int(max_gpus, "--max-gpus", maximum=4096)
+    result = run(model, w, gpus_allowed=_split(gpus_allowed) or None, precisions=_precisions(precision),
+                 engines=tuple(_split(engine)) or None, kv_dtype=kv_dtype,
+                 max_gpus_per_node=parse_positive_int(max_gpus_per_node, "--max-gpus-per-node", maximum=4096),
+                 max_total_gpus=total, costs=costs, top=parse_positive_int(top, "--top", maximum=1000))
+    n = parse_positive_int(top, "--top", maximum=1000)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(top=n), indent=2))
+    elif as_csv:
+        from qfit.size.render import csv_text
+
+        click.echo(csv_text(result), nl=False)
+    else:
+        from qfit.size.render import print_size
+
+        print_size(result, top=n)
+    if plot:
+        from qfit.size.render import write_plot
+
+        write_plot(result, plot, force=force)
+        if not (as_json or as_csv):
+            click.echo(f"wrote {plot}")
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise QfitError(f"cannot read --concurrency {text!r}: expected a whole number of users") from None
+    if value < 1:
+        raise QfitError(f"--concurrency must be at least 1 user, got {value}: nothing to size for zero users")
+    return parse_positive_int(value, "--concurrency", maximum=1_000_000)

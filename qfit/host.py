@@ -1,0 +1,158 @@
+"""The host CPU as a device (`--gpu cpu`): an Accelerator built from /proc/cpuinfo, os.cpu_count and /proc/meminfo.
+
+Memory bandwidth, which sets CPU decode speed, never comes from a made-up constant. In order of preference:
+  1. a measurement recorded on this machine (`record_bandwidth`, e.g. by `qfit profile`, or `measure_bandwidth()`),
+     cached in ~/.cache/qfit/host.json and keyed by CPU model;
+  2. the theoretical peak of the CPU's platform (channels x 8 bytes x MT/s) from a per-family table whose rows cite
+     shared/reference/hardware_facts.md Table 4 (and its sources);
+  3. otherwise a QfitError that says how to record a measurement.
+Peak FP32 FLOPS = physical cores x clock x FLOPs per cycle from the vector ISA flags (derived, and said so).
+Parsing is pure (`parse_cpuinfo`, `parse_meminfo`); reading /proc is the thin I/O layer around it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qfit.errors import QfitError
+
+# (regex on the model name, platform, GB/s per socket theoretical, memory config, source) — hardware_facts.md Table 4.
+BANDWIDTH_TABLE: tuple[tuple[str, str, float, str, str], ...] = (
+    (r"EPYC 9\d\d5", "AMD EPYC 9005 Turin", 576.0, "12 ch DDR5-6000", "TOMS-TURIN, HOTHW-TURIN (leak, conf. C)"),
+    (r"EPYC 9\d\d4", "AMD EPYC 9004 Genoa", 460.8, "12 ch DDR5-4800", "TOMS-GENOA (AMD, 2021-12-09)"),
+    (r"EPYC 7\d\d3", "AMD EPYC 7003 Milan", 204.8, "8 ch DDR4-3200", "TOMS-GENOA"),
+    (r"Xeon.*(Platinum|Gold|Silver|Bronze) [3-9]4\d\d", "Intel Xeon 4th gen Sapphire Rapids", 307.2,
+     "8 ch DDR5-4800 (1DPC)", "AIHPC-STREAM, DELL-SPR"),
+    (r"Xeon.*(Platinum|Gold|Silver|Bronze) [3-9]5\d\d", "Intel Xeon 5th gen Emerald Rapids", 358.4, "8 ch DDR5-5600",
+     "I2HARD (conf. C)"),
+    (r"Xeon.*69\d\dP", "Intel Xeon 6 Granite Rapids-AP", 614.4, "12 ch DDR5-6400", "PROGRESSIVEROBOT-GNR, APPUALS-GNR"),
+    (r"Grace|Neoverse-V2", "NVIDIA Grace", 512.0, "LPDDR5X on package", "RACKMOUNTNTS, AIWIKI-GH200"),
+)
+# FP32 FLOPs per cycle per core: two FMA pipes x vector lanes x 2 (multiply + add). Intel/AMD optimisation manuals.
+FLOPS_PER_CYCLE = (("avx512f", 64), ("avx2", 32), ("fma", 32), ("avx", 16), ("sse2", 8), ("asimd", 16))
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qfit" / "host.json"
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    sockets: int
+    physical_cores: int
+    logical_cpus: int
+    mhz: float | None          # nominal clock from the model name, else the max reported "cpu MHz"
+    flags: frozenset[str]
+
+
+def parse_cpuinfo(text: str, logical: int | None = None) -> CpuInfo:
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    fields = [dict((k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in b.splitlines())) for b in blocks]
+    model = next((f.get("model name") or f.get("Model name") for f in fields if f.get("model name") or
+                  f.get("Model name")), "") or "unknown CPU"
+    sockets = len({f.get("physical id", "0") for f in fields}) or 1
+    cores = {(f.get("physical id", "0"), f.get("core id", str(i))) for i, f in enumerate(fields)}
+    flags = frozenset((fields[0].get("flags") or fields[0].get("Features") or "").split()) if fields else frozenset()
+    m = re.search(r"@\s*([\d.]+)\s*GHz", model)
+    mhz = float(m.group(1)) * 1000 if m else max((float(f["cpu MHz"]) for f in fields if "cpu MHz" in f),
+                                                  default=None)
+    return CpuInfo(model, sockets, len(cores) or (logical or 1), logical or len(fields) or 1, mhz, flags)
+
+
+def parse_meminfo(text: str) -> tuple[float, float]:
+    """-> (MemTotal, MemAvailable) in bytes."""
+    vals = {k: int(v.split()[0]) * 1024 for k, _, v in (ln.partition(":") for ln in text.splitlines()) if v.strip()}
+    total = vals.get("MemTotal")
+    if not total:
+        raise QfitError("cannot read MemTotal from /proc/meminfo")
+    return float(total), float(vals.get("MemAvailable", total))
+
+
+def table_bandwidth(model: str) -> tuple[float, str] | None:
+    for pattern, platform, gbps, config, source in BANDWIDTH_TABLE:
+        if re.search(pattern, model):
+            return gbps, f"{platform}: {config}, theoretical {gbps:g} GB/s per socket ({source}; hardware_facts Table 4)"
+    return None
+
+
+def peak_fp32_tflops(cpu: CpuInfo) -> tuple[float | None, str]:
+    per_cycle = next((n for flag, n in FLOPS_PER_CYCLE if flag in cpu.flags), None)
+    if not per_cycle or not cpu.mhz:
+        return None, "no FLOPS figure: vector ISA or clock unknown"
+    tflops = cpu.physical_cores * cpu.mhz * 1e6 * per_cycle / 1e12
+    return tflops, (f"derived: {cpu.physical_cores} cores x {cpu.mhz / 1000:.2f} GHz x {per_cycle} FP32 FLOPs/cycle "
+                    "(ISA flags), peak not sustained")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise QfitError(f"cannot read {path} to describe the host CPU: {exc.strerror}") from None
+
+
+def cached_bandwidth(model: str, cache: Path = CACHE) -> tuple[float, str] | None:
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = data.get(model) if isinstance(data, dict) else None
+    if isinstance(entry, dict) and entry.get("gbps"):
+        return float(entry["gbps"]), f"measured on this machine ({entry.get('how', 'recorded')}, {entry.get('date')})"
+    return None
+
+
+def record_bandwidth(model: str, gbps: float, how: str, cache: Path = CACHE) -> None:
+    """Store a measured bandwidth for this CPU model (atomic write)."""
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[model] = {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d")}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, cache)
+
+
+def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
+    """STREAM-copy-like: best of `repeats` copies of a `mib` MiB array (read + write bytes counted). Single-threaded
+    numpy, so it under-reads a many-channel server: record it only as a lower bound there."""
+    import numpy as np
+
+    src = np.ones(mib * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.nbytes / best / 1e9
+
+
+def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path = CACHE):
+    """The host as an Accelerator (vendor "cpu"). Raises QfitError when no bandwidth figure can be sourced."""
+    from qfit.hardware import Accelerator, Interconnect, Tflops
+
+    cpu = parse_cpuinfo(cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo"), os.cpu_count())
+    total, avail = parse_meminfo(meminfo if meminfo is not None else _read("/proc/meminfo"))
+    bw = cached_bandwidth(cpu.model, cache) or table_bandwidth(cpu.model)
+    if bw is None:
+        raise QfitError(f"no memory-bandwidth figure for {cpu.model!r}: record one with "
+                        "`python -c \"from qfit.host import *; c=parse_cpuinfo(open('/proc/cpuinfo').read()); "
+                        "record_bandwidth(c.model, measure_bandwidth(), 'numpy copy')\"` or `qfit profile`")
+    gbps, bw_source = bw
+    if cpu.sockets > 1 and "theoretical" in bw_source:
+        bw_source += "; one socket counted: a decode stream sees the NUMA node holding its weights"
+    tflops, fl_source = peak_fp32_tflops(cpu)
+    return Accelerator(
+        key="cpu", name=f"{cpu.model} (host CPU)", aliases=("cpu", "host"), vendor="cpu", family="cpu", segment="cpu",
+        memory_gib=total / 2**30, memory_type="system RAM", memory_options_gib=(total / 2**30,),
+        usable_memory_fraction=avail / total, bandwidth_gbps=gbps, tflops=Tflops(fp32=tflops),
+        interconnect=Interconnect("none", None, 1),
+        sources=(("bandwidth_gbps", bw_source), ("tflops", fl_source),
+                 ("memory_gib", "/proc/meminfo MemTotal; usable share = MemAvailable / MemTotal at planning time")),
+        notes=f"{cpu.physical_cores} physical cores, {cpu.logical_cpus} logical CPUs, {cpu.sockets} socket(s)")

@@ -1,0 +1,173 @@
+"""Pure: what one decode step or one prefill chunk has to move and compute, from the model's shape alone.
+
+Nothing here knows about engines or devices. The numbers are counts (bytes, FLOPs) that roofline.py turns into time.
+Attributes are read from the ModelSpec by name with defaults (`_attr`), so the module works with the lead's ModelSpec
+and with the small hand-built specs the tests use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXPERT_ROLES = frozenset({"expert_gate", "expert_up", "expert_down"})
+_KV_DTYPE_BYTES = {
+    "fp32": 4.0, "float32": 4.0, "bf16": 2.0, "fp16": 2.0, "f16": 2.0, "auto": 2.0,
+    "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "int8": 1.0, "q8_0": 34 / 32,   # q8_0: 32 int8 + one fp16 scale
+    "q4_0": 18 / 32, "int4": 0.5,
+}
+# Recurrent state of linear-attention (Gated DeltaNet) layers is kept in fp32 by the reference kernels (fla, vLLM).
+STATE_BYTES = 4.0
+
+
+def _attr(obj, *names, default=None):
+    for name in names:
+        value = getattr(obj, name, None) if not isinstance(obj, dict) else obj.get(name)
+        if value is not None:
+            return value
+    return default
+
+
+def kv_dtype_bytes(kv_dtype: str | None) -> float:
+    key = (kv_dtype or "fp16").lower().removeprefix("gguf-")
+    if key not in _KV_DTYPE_BYTES:
+        raise ValueError(f"unknown KV cache dtype {kv_dtype!r}; known: {', '.join(sorted(_KV_DTYPE_BYTES))}")
+    return _KV_DTYPE_BYTES[key]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The attention-relevant shape of a model, one entry per layer kind: counts of layers of each kind."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    full_layers: int
+    sliding_layers: int
+    sliding_window: int
+    mla_layers: int
+    mla_latent: int            # kv_lora_rank + qk_rope_head_dim: what one MLA layer caches per token
+    mla_qk_dim: int            # per-head q.k dim in the absorbed form (kv_lora_rank + rope dim)
+    mla_v_dim: int             # per-head value dim in the absorbed form (kv_lora_rank)
+    linear_layers: int
+    linear_state_elems: int    # per linear-attention layer and sequence
+    num_experts: int
+    top_k: int
+
+
+def shape_of(spec) -> Shape:
+    layers = int(_attr(spec, "layers", "num_hidden_layers"))
+    hidden = int(_attr(spec, "hidden", "hidden_size"))
+    heads = int(_attr(spec, "heads", "num_attention_heads"))
+    kv_heads = int(_attr(spec, "kv_heads", "num_key_value_heads", default=heads))
+    head_dim = int(_attr(spec, "head_dim", default=hidden // heads))
+    kinds = list(_attr(spec, "layer_types", default=None) or ["full"] * layers)
+    count = {k: sum(1 for t in kinds if t == k) for k in ("full", "sliding", "linear", "mla")}
+    mla = _attr(spec, "mla", default=None)
+    if mla:   # ModelSpec marks MLA layers "full": they cache the latent, not per-head K and V
+        count["mla"], count["full"] = count["mla"] + count["full"], 0
+    window = int(_attr(spec, "sliding_window", default=0) or 0)
+    lora = int(_attr(mla, "kv_lora_rank", default=0)) if mla else 0
+    rope = int(_attr(mla, "qk_rope_head_dim", default=0)) if mla else 0
+    lin = _attr(spec, "linear_attn", "linear", "linear_attention", default=None)
+    state = 0
+    if lin is not None:
+        state = int(_attr(lin, "state_elems", default=0) or 0) or (
+            int(_attr(lin, "num_value_heads", "num_v_heads", "value_heads", default=0))
+            * int(_attr(lin, "key_head_dim", "k_head_dim", default=0))
+            * int(_attr(lin, "value_head_dim", "v_head_dim", default=0)))
+    moe = _attr(spec, "moe", default=None)
+    experts = int(_attr(moe, "num_experts", "experts", default=0)) if moe else 0
+    top_k = int(_attr(moe, "top_k", "experts_per_token", default=0)) if moe else 0
+    return Shape(layers, hidden, heads, kv_heads, head_dim, count["full"], count["sliding"], window,
+                 count["mla"], lora + rope, lora + rope, lora, count["linear"], state, experts, top_k)
+
+
+def kv_tokens_seen(shape: Shape, context: int) -> dict[str, int]:
+    """Tokens each layer kind attends over at this context (sliding layers stop at the window)."""
+    window = min(context, shape.sliding_window) if shape.sliding_window else context
+    return {"full": context, "sliding": window, "mla": context}
+
+
+def kv_bytes_read(shape: Shape, context: int, kv_bytes: float, shard: int = 1) -> float:
+    """KV cache bytes one sequence's decode step reads at this context, per GPU when KV heads are split `shard` ways."""
+    seen = kv_tokens_seen(shape, context)
+    per_tok_std = 2 * shape.kv_heads * shape.head_dim * kv_bytes / shard
+    std = (shape.full_layers * seen["full"] + shape.sliding_layers * seen["sliding"]) * per_tok_std
+    mla = shape.mla_layers * seen["mla"] * shape.mla_latent * kv_bytes   # latent is replicated across TP ranks
+    return std + mla
+
+
+def state_bytes_rw(shape: Shape, shard: int = 1) -> float:
+    """Recurrent state read and written once per step per sequence (linear-attention layers)."""
+    return 2 * shape.linear_layers * shape.linear_state_elems * STATE_BYTES / shard
+
+
+def attention_flops(shape: Shape, context: int) -> float:
+    """FLOPs of score and value products for ONE new token attending over `context` cached tokens."""
+    seen = kv_tokens_seen(shape, context)
+    std = 4 * shape.heads * shape.head_dim * (shape.full_layers * seen["full"] + shape.sliding_layers * seen["sliding"])
+    mla = 2 * shape.heads * (shape.mla_qk_dim + shape.mla_v_dim) * shape.mla_layers * seen["mla"]
+    lin = 4 * shape.linear_layers * shape.linear_state_elems   # state update + readout, independent of context
+    return std + mla + lin
+
+
+def prefill_attention_flops(shape: Shape, start: int, tokens: int) -> float:
+    """Attention FLOPs of a causal chunk of `tokens` new tokens appended after `start` cached tokens.
+
+    Token i of the chunk attends over start + i + 1 positions; the sum is closed-form (no loop) so long prompts stay cheap.
+    Sliding layers see at most the window: approximated by min(mean span, window).
+    """
+    mean_span = start + (tokens + 1) / 2
+    full = 4 * shape.heads * shape.head_dim * tokens * mean_span
+    win = shape.sliding_window or mean_span
+    sliding = 4 * shape.heads * shape.head_dim * tokens * min(mean_span, win)
+    mla = 2 * shape.heads * (shape.mla_qk_dim + shape.mla_v_dim) * tokens * mean_span
+    lin = 4 * shape.linear_state_elems * tokens
+    return (shape.full_layers * full + shape.sliding_layers * sliding + shape.mla_layers * mla
+            + shape.linear_layers * lin)
+
+
+def expert_coverage(num_experts: int, top_k: int, tokens: int) -> float:
+    """Expected fraction of a layer's routed experts hit by `tokens` tokens routed uniformly and independently.
+
+    1 - (1 - k/E)^n: k/E at one token, -> 1 as the batch grows. Uniform routing is the optimistic-coverage assumption
+    (real routers are skewed, so fewer distinct experts are read: this errs towards more bytes, i.e. slower).
+    """
+    if num_experts <= 0 or top_k <= 0:
+        return 1.0
+    return 1.0 - (1.0 - top_k / num_experts) ** max(tokens, 1)
+
+
+@dataclass(frozen=True)
+class WeightTraffic:
+    dense_bytes: float          # read once per step whatever the batch (attention, shared experts, lm_head, ...)
+    expert_bytes_total: float   # all routed experts of all layers, stored bytes
+    active_params: float        # parameters multiplied per token (2 FLOPs each)
+    num_experts: int
+    top_k: int
+
+    def bytes_for(self, tokens: int) -> float:
+        return self.dense_bytes + self.expert_bytes_total * expert_coverage(self.num_experts, self.top_k, tokens)
+
+
+def weight_traffic(groups, weights, shape: Shape) -> WeightTraffic:
+    """Split the batch-1 active bytes into a part every step reads and a routed-expert part that grows with batch."""
+    by_role = dict(_attr(weights, "by_role", default={}) or {})
+    active_bytes = float(_attr(weights, "active", "active_bytes"))
+    expert_total = float(sum(v for role, v in by_role.items() if role in EXPERT_ROLES))
+    experts, top_k = shape.num_experts, shape.top_k
+    if expert_total and experts:
+        dense = max(active_bytes - expert_total * top_k / experts, 0.0)
+    else:
+        dense, expert_total = active_bytes, 0.0
+    # An untied embedding table is a lookup: a decode step reads one row of it, not the table.
+    if any(g.role == "lm_head" for g in groups) and by_role.get("embed"):
+        embed_rows = max((g.rows for g in groups if g.role == "embed"), default=1)
+        dense = max(dense - by_role["embed"] * (1 - 1 / embed_rows), 0.0)
+    # The embedding is a lookup (no FLOPs); with tied embeddings it doubles as lm_head, which is a full matmul.
+    active_params = float(sum(g.active_params for g in groups if g.role != "embed"))
+    if not any(g.role == "lm_head" for g in groups):
+        active_params += float(sum(g.numel for g in groups if g.role == "embed"))
+    return WeightTraffic(dense, expert_total, active_params, experts, top_k)

@@ -1,0 +1,173 @@
+"""`size()`: validate the request, run the search, rank and explain; `SizeResult.to_dict()` drives JSON, CSV and tables."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from qfit.engines import get_engine
+from qfit.errors import QfitError
+from qfit.hardware import Accelerator, get_accelerator, load_accelerators
+from qfit.model.params import ParamCounts, count_params
+from qfit.model.sources import LoadedModel, load_model
+from qfit.size import rank
+from qfit.size.cost import CostParams
+from qfit.size.quality import quality_of
+from qfit.size.search import DEFAULT_PRECISIONS, MAX_TOTAL_GPUS, Option, SearchResult, Workload, search
+
+
+@dataclass
+class SizeResult:
+    model: LoadedModel
+    params: ParamCounts
+    workload: Workload
+    precisions: tuple[str, ...]
+    engines: tuple[str, ...] | None
+    accelerators: list[Accelerator]
+    costs: CostParams
+    max_gpus_per_node: int
+    max_total_gpus: int
+    found: SearchResult
+    by_rent: list[Option]
+    by_tco: list[Option]
+    frontier: list[Option]
+    chosen: Option | None
+    cheaper_failed: list[dict]
+    notes: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self, top: int = 10) -> dict:
+        w = self.workload
+        return {
+            "model": {"name": self.model.spec.name, "hub_id": self.model.spec.hub_id, "params_total": self.params.total,
+                      "params_active": self.params.active},
+            "workload": {"context": w.context, "concurrency": w.concurrency, "rps": w.rps,
+                         "input_tokens": w.input_tokens, "output_tokens": w.output_tokens,
+                         "min_tokens_per_s": w.min_tokens_per_s, "max_ttft_s": w.max_ttft_s,
+                         "decode_timed_at_context": w.decode_context, "ttft_prompt_tokens": w.prompt},
+            "search": {"accelerators": len(self.accelerators), "precisions": list(self.precisions),
+                       "engines": list(self.engines) if self.engines else "auto",
+                       "max_gpus_per_node": self.max_gpus_per_node, "max_total_gpus": self.max_total_gpus,
+                       "shapes_evaluated": self.found.evaluated, "feasible": len(self.found.options),
+                       "seconds": self.seconds},
+            "costs": {"hours_per_month": self.costs.hours_per_month, "months": self.costs.months,
+                      "power_usd_per_kwh": self.costs.power_usd_per_kwh,
+                      "prices_file": self.costs.prices.path if self.costs.prices else None},
+            "chosen": self.chosen.to_dict(w) if self.chosen else None,
+            "by_rent": [o.to_dict(w) for o in self.by_rent[:top]],
+            "by_tco": [o.to_dict(w) for o in self.by_tco[:top]],
+            "pareto": [o.to_dict(w) for o in self.frontier],
+            "cheaper_failed": self.cheaper_failed,
+            "infeasible": self._infeasible(),
+            "quality": {p: quality_of(p).to_dict() for p in self.precisions},
+            "unpriced": {"rent": rank.unpriced(self.found.options, "rent"),
+                         "tco": rank.unpriced(self.found.options, "tco")},
+            "skipped": self.found.skipped, "notes": self.notes,
+        }
+
+
+    def _infeasible(self) -> dict:
+        """Accelerators with no feasible configuration -> the closest attempt's binding constraint."""
+        ok = {o.acc.key for o in self.found.options}
+        out = {}
+        for acc in self.accelerators:
+            f = None if acc.key in ok else rank.closest_failure(self.found.failures, acc.key)
+            if f is not None:
+                out[acc.short_name] = f.to_dict()
+        return out
+
+
+def resolve_accelerators(names: list[str] | None) -> list[Accelerator]:
+    """--gpus-allowed names (fuzzy, as `qfit gpus` lists them); default: the whole catalog."""
+    if not names:
+        return sorted(load_accelerators().values(), key=lambda a: a.key)
+    out: dict[str, Accelerator] = {}
+    for name in names:
+        try:
+            acc = get_accelerator(name)
+        except QfitError as exc:
+            raise QfitError(f"--gpus-allowed: {exc}") from None
+        out.setdefault(acc.key, acc)
+    return list(out.values())
+
+
+def _validate(w: Workload, max_gpus_per_node: int, max_total: int) -> None:
+    if w.concurrency < 1:
+        raise QfitError(f"--concurrency must be at least 1 user, got {w.concurrency}")
+    if w.rps is not None and not w.rps > 0:
+        raise QfitError(f"--rps must be positive, got {w.rps:g}")
+    if w.rps and not (w.input_tokens and w.output_tokens):
+        raise QfitError("--rps needs --input-tokens and --output-tokens (a request's prefill and decode work)")
+    if w.input_tokens and w.output_tokens and w.input_tokens + w.output_tokens > w.context:
+        raise QfitError(f"--input-tokens + --output-tokens = {w.input_tokens + w.output_tokens:,} exceeds --context "
+                        f"{w.context:,}; closest: --context {w.input_tokens + w.output_tokens}")
+    if w.input_tokens and w.input_tokens > w.context:
+        raise QfitError(f"--input-tokens {w.input_tokens:,} exceeds --context {w.context:,}")
+    for what, v in (("--min-tokens-per-s", w.min_tokens_per_s), ("--max-ttft", w.max_ttft_s)):
+        if v is not None and not v > 0:
+            raise QfitError(f"{what} must be positive, got {v:g}")
+    if not 1 <= max_gpus_per_node <= max_total:
+        raise QfitError(f"--max-gpus-per-node must be between 1 and the GPU limit {max_total}, got {max_gpus_per_node}")
+
+
+def _attach_performance(options: list[Option], w: Workload) -> None:
+    """Shown rows get the real qfit.perf estimate (error band, assumptions)."""
+    for o in options:
+        if o.perf is None and o.speed is not None:
+            o.perf = o.speed.estimate(batch=o.batch, input_len=w.prompt, context=w.decode_context,
+                                      output_len=w.output_tokens)
+
+
+def _notes(model: LoadedModel, res: SearchResult, w: Workload, found: list[Option]) -> list[str]:
+    limit = model.spec.max_position_embeddings
+    notes = [f"--context {w.context:,} exceeds the model's max_position_embeddings ({limit:,}): the memory is "
+             "computed, but the model was not trained for it"] if limit and w.context > limit else []
+    notes += [
+        f"memory: every one of the {w.concurrency} users holds {w.context:,} tokens of KV; users split evenly over "
+        "replicas (ceil(concurrency / replicas) per replica)",
+        f"per-user speed: decode step at the replica's batch with {w.decode_context:,} tokens of KV (worst case)",
+        f"TTFT: one {w.prompt:,}-token prompt prefilled on an idle replica (queueing behind other prefills not modelled)",
+        "power: TDP x GPUs, an upper bound (GPUs only; no host, network or cooling)",
+    ]
+    if w.rps:
+        notes.append("capacity per replica = 1 / (prefill s per request + output tokens x TPOT / batch)")
+    for kind, label in (("rent", "rental ranking"), ("tco", "TCO ranking (needs list price and TDP)")):
+        missing = rank.unpriced(found, kind)
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            notes.append(f"not in the {label}: {len(missing)} feasible accelerators have no price ({shown})")
+    if res.skipped:
+        notes.append(f"{len(res.skipped)} accelerator x precision x engine pairs skipped (engine cannot run them)")
+    return notes
+
+
+def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,
+         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None, kv_dtype: str | None = None,
+         max_gpus_per_node: int = 8, max_total_gpus: int = MAX_TOTAL_GPUS, costs: CostParams | None = None,
+         top: int = 10, with_performance: bool = True) -> SizeResult:
+    """Search, rank by rent and TCO, Pareto frontier, explanation. Raises QfitError (one line) when nothing fits."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    _validate(workload, max_gpus_per_node, max_total_gpus)
+    for name in engines or ():
+        get_engine(name)   # an unknown engine name is a one-line error, not a silently empty search
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    accs = resolve_accelerators(gpus_allowed)
+    precs = tuple(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
+    costs = costs or CostParams()
+    t1, c1 = time.perf_counter(), time.process_time()
+    res = search(loaded, workload, accs, precisions=precs, engines=engines, kv_dtype=kv_dtype,
+                 max_gpus_per_node=max_gpus_per_node, max_total_gpus=max_total_gpus, costs=costs)
+    t2, c2 = time.perf_counter(), time.process_time()
+    if not res.options:
+        raise QfitError(rank.impossible_message(res, workload))
+    rent, tco = rank.by_rent(res.options), rank.by_tco(res.options)
+    front = rank.pareto(rent)
+    chosen = rent[0] if rent else (tco[0] if tco else min(res.options, key=lambda o: (o.gpus, -o.decode_tok_s)))
+    cheaper = rank.explain_cheaper(res, chosen, accs, costs.prices) if rent else []
+    if with_performance:
+        _attach_performance([chosen, *rent[:top], *tco[:top], *front], workload)
+    seconds = {"load_wall": t1 - t0, "load_cpu": c1 - c0, "search_wall": t2 - t1, "search_cpu": c2 - c1,
+               "total_wall": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
+    return SizeResult(loaded, count_params(loaded.spec), workload, precs, engines, accs, costs, max_gpus_per_node,
+                      max_total_gpus, res, rent, tco, front, chosen, cheaper, _notes(loaded, res, workload, res.options),
+                      {k: round(v, 4) for k, v in seconds.items()})

@@ -1,0 +1,49 @@
+"""Expected accuracy cost per weight format, from the reviewed table profiles/quality.yaml (typical, model-dependent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qfit.errors import QfitError
+from qfit.paths import profiles_dir
+
+
+@dataclass(frozen=True)
+class Quality:
+    precision: str
+    summary: str
+    ppl_delta_pct: float | None
+    recovery_pct: float | None
+    source: str
+    grade: str
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "summary": self.summary, "ppl_delta_pct": self.ppl_delta_pct,
+                "recovery_pct": self.recovery_pct, "source": self.source, "grade": self.grade,
+                "caveat": "typical, model-dependent"}
+
+    @property
+    def label(self) -> str:
+        recalled = " (recalled, unverified)" if self.grade == "D" else ""
+        return f"{self.summary}{recalled}"
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict:
+    import yaml  # local: only `qfit size` reads this file
+
+    path = profiles_dir() / "quality.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise QfitError(f"cannot read {path}: {exc}") from None
+    return data.get("formats") or {}
+
+
+def quality_of(precision: str) -> Quality:
+    row = _table().get(precision)
+    if not row:
+        return Quality(precision, "no reviewed figure", None, None, "profiles/quality.yaml has no entry", "none")
+    return Quality(precision, str(row["summary"]), row.get("ppl_delta_pct"), row.get("recovery_pct"),
+                   str(row["source"]), str(row.get("grade", "D")))

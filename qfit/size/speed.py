@@ -1,0 +1,73 @@
+"""The one place `qfit size` times a replica: qfit.perf's speed model with its inputs precomputed.
+
+`estimate_performance` (qfit/perf/estimate.py) rebuilds the model's shape and weight traffic, loads the efficiency
+profile and formats assumption strings on every call (~150 us); the search needs thousands of timings. So the search
+calls the same roofline functions estimate_performance calls (decode_step, prefill) with shape, traffic, efficiency and
+device built once, and the rows `qfit size` shows are re-estimated with `estimate_performance` itself (`estimate`),
+which gives their error band and assumptions. tests/test_size.py pins fast == real on several configurations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qfit.perf import efficiency_for, estimate_performance
+from qfit.perf.efficiency import backend_for
+from qfit.perf.estimate import device_view
+from qfit.perf.roofline import decode_step, prefill
+from qfit.perf.workload import kv_dtype_bytes, shape_of, weight_traffic
+
+
+@dataclass(frozen=True)
+class SpeedInputs:
+    """What the speed model needs from the model and a precision, independent of the accelerator."""
+
+    spec: object
+    groups: tuple
+    weights: object
+    shape: object
+    traffic: object
+
+    @classmethod
+    def build(cls, spec, groups, weights) -> SpeedInputs:
+        shape = shape_of(spec)
+        return cls(spec, tuple(groups), weights, shape, weight_traffic(groups, weights, shape))
+
+
+@lru_cache(maxsize=None)
+def _efficiency(engine: str, backend: str, precision: str):
+    return efficiency_for(engine, backend, precision)
+
+
+class ReplicaSpeed:
+    """Decode step and prefill time of one replica (tp GPUs of one accelerator) for one precision and engine."""
+
+    def __init__(self, inputs: SpeedInputs, acc, precision: str, engine: str, tp: int, kv_dtype: str):
+        self.inputs, self.acc, self.precision, self.engine, self.tp, self.kv_dtype = (
+            inputs, acc, precision, engine, tp, kv_dtype)
+        self.eff = _efficiency(engine, backend_for(acc), precision)
+        self.dev, _ = device_view(acc, precision, tp, self.eff.compute_peak)   # QfitError: no compute figure
+        self.kv_bytes = kv_dtype_bytes(kv_dtype)
+        self._tpot: dict = {}
+
+    def tpot(self, batch: int, context: int) -> float:
+        """Seconds per decode step with `batch` sequences at `context` tokens of KV (= estimate_performance.tpot_s)."""
+        key = (batch, context)
+        if key not in self._tpot:
+            i = self.inputs
+            self._tpot[key] = decode_step(i.shape, i.traffic, self.dev, self.eff, batch=batch, context=max(context, 1),
+                                          kv_bytes=self.kv_bytes).seconds
+        return self._tpot[key]
+
+    def prefill_s(self, batch: int, tokens: int) -> float:
+        """Seconds to prefill `batch` prompts of `tokens` tokens (= estimate_performance.ttft_s at that batch)."""
+        i = self.inputs
+        return prefill(i.shape, i.traffic, self.dev, self.eff, batch=batch, tokens=max(tokens, 1)).seconds
+
+    def estimate(self, *, batch: int, input_len: int, context: int, output_len: int | None = None):
+        """The real qfit.perf call, for the rows that are shown (error band, assumptions)."""
+        i = self.inputs
+        return estimate_performance(i.spec, list(i.groups), i.weights, self.precision, self.acc, gpus=self.tp,
+                                    engine=self.engine, batch=batch, input_len=input_len, context=context,
+                                    kv_dtype=self.kv_dtype, output_len=output_len)

@@ -1,0 +1,124 @@
+"""Shared by validate_planner.py and fit_efficiency.py: read the calibration cases, resolve their inputs through the
+planner's own modules, and predict each measured figure exactly as the row defines it.
+
+Row definitions (see each row's `what` / `speed_def`):
+  llama-bench tg128   decode tok/s at batch 1 from an empty KV cache (timed over 128 tokens: mid-point context 64)
+  llama-bench pp512   prefill tok/s of a 512-token prompt
+  gen_over_total      generated tokens / total time including prefill (Qwen speed benchmark, transformers and vLLM)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CASES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "calibration" / "cases.jsonl"
+SPEED_KINDS = ("decode", "prefill", "e2e")
+
+
+def load_rows(path: Path | str = DEFAULT_CASES, kinds=SPEED_KINDS) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["kind"] in kinds]
+
+
+def resolve_inputs(row: dict):
+    """-> (spec, groups, weights, precision, accelerator) through the planner's modules (lead + helpers)."""
+    from qfit.hardware import get_accelerator
+    from qfit.model.params import tensor_groups
+    from qfit.model.sources import load_spec
+    from qfit.precision import parse_precision, weight_bytes
+
+    spec = load_spec(row["model"])
+    groups = tensor_groups(spec)
+    precision = parse_precision(row["precision"], None)
+    weights = weight_bytes(groups, precision)
+    accel = get_accelerator(row["gpu"], row.get("gpu_variant"))
+    return spec, groups, weights, precision, accel
+
+
+@dataclass
+class Case:
+    row: dict
+    inputs: tuple
+    engine: str
+    backend: str
+
+    @property
+    def id(self) -> str:
+        return self.row["id"]
+
+    @property
+    def kind(self) -> str:
+        return self.row["kind"]
+
+    @property
+    def group(self) -> str:
+        """Fit group: engine x device family."""
+        return f"{self.engine}/{self.backend}"
+
+    @property
+    def precision(self) -> str:
+        return self.row["precision"]
+
+
+def build_cases(rows: list[dict], resolver=resolve_inputs) -> list[Case]:
+    from qfit.perf.efficiency import backend_for
+
+    cases = []
+    for row in rows:
+        inputs = resolver(row)
+        if row["kind"] == "prefill" and not _has_flops(inputs[4]):
+            continue   # no compute figure for this device: prefill is not predicted (the estimate says so)
+        backend = row.get("backend") or backend_for(inputs[4])
+        cases.append(Case(row, inputs, row["engine"], backend))
+    return cases
+
+
+def _has_flops(accel) -> bool:
+    fn = getattr(accel, "tflops_for", None)
+    return any(fn(k) for k in ("fp32", "bf16", "fp16")) if callable(fn) else True
+
+
+def predict(case: Case, efficiency=None) -> float:
+    from qfit.perf import estimate_performance
+
+    spec, groups, weights, precision, accel = case.inputs
+    r = case.row
+    gpus = int(r.get("n_gpus") or 1)
+    batch = int(r.get("batch") or 1)
+    common = dict(gpus=gpus, engine=case.engine, batch=batch, kv_dtype="fp16", efficiency=efficiency)
+    if r.get("speed_def") == "gen_over_total":
+        est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r["input_len"]),
+                                   output_len=int(r["output_len"]), **common)
+        return est.e2e_tokens_per_s
+    if r["kind"] == "prefill":
+        est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r["input_len"]),
+                                   context=int(r["input_len"]), **common)
+        return est.prefill_tokens_per_s
+    out = int(r.get("output_len") or 128)
+    est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r.get("input_len") or 0),
+                               context=max(int(r.get("input_len") or 0) + out // 2, 1), **common)
+    return est.decode_tokens_per_s
+
+
+def rel_error(pred: float, measured: float) -> float:
+    """Signed relative error of the prediction, (pred - measured) / measured."""
+    return (pred - measured) / measured
+
+
+def summarize(errors: list[float]) -> dict:
+    """Median abs error, share within +-10 % / +-25 %, bias (median signed), n."""
+    if not errors:
+        return {"n": 0}
+    absd = [abs(e) for e in errors]
+    return {
+        "n": len(errors),
+        "median_abs_pct": round(100 * statistics.median(absd), 1),
+        "within_10_pct": round(100 * sum(a <= 0.10 for a in absd) / len(absd), 1),
+        "within_25_pct": round(100 * sum(a <= 0.25 for a in absd) / len(absd), 1),
+        "bias_pct": round(100 * statistics.median(errors), 1),
+        "p90_abs_pct": round(100 * sorted(absd)[min(len(absd) - 1, math.ceil(0.9 * len(absd)) - 1)], 1),
+    }

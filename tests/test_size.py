@@ -1,0 +1,307 @@
+"""qfit size: constraint logic on hand-checked cases, ranking, costs, price files, the perf adapter, bad input (CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from qfit.cli import cli
+from qfit.errors import QfitError
+from qfit.hardware import get_accelerator
+from qfit.memory import GIB
+from qfit.model.params import count_params, tensor_groups
+from qfit.model.sources import load_model
+from qfit.perf import estimate_performance
+from qfit.plan import _context, make_plan
+from qfit.precision import parse_precision
+from qfit.size import CostParams, Workload, load_prices, size
+from qfit.size import rank
+from qfit.size.cost import cost_of
+from qfit.size.prices import PriceBook
+from qfit.size.search import ReplicaMemory, _precision_data, memory_context, search
+from qfit.size.speed import ReplicaSpeed
+
+W8K = Workload(context=8192, concurrency=1)
+
+
+@pytest.fixture(scope="module")
+def llama70():
+    return load_model("llama-3.1-70b")
+
+
+@pytest.fixture(scope="module")
+def qwen7():
+    return load_model("qwen2.5-7b-instruct")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["size", *args])
+
+
+# ------------------------------------------------------------------------------------------- hand-checked constraints
+
+def test_70b_bf16_needs_at_least_two_80gb_cards(llama70):
+    h100 = get_accelerator("h100")
+    params = count_params(llama70.spec).total
+    # by hand: 2 bytes per weight alone exceed one card (80 GiB) but fit in two cards' vLLM budget (2 x 0.9 x 80 GiB)
+    assert 2 * params / GIB > 80 and 2 * params / GIB < 2 * 0.9 * 80
+    res = search(llama70, W8K, [h100], precisions=("bf16",))
+    assert min(o.gpus for o in res.options) == 2
+    one = [f for f in res.failures if f.tp == 1]
+    assert len(one) == 1 and one[0].constraint == "memory" and one[0].shortfall > 1.6
+    # and the same verdict on the 80 GB A100; a 48 GB card needs at least four (131 GiB of weights / 43.2 GiB budget)
+    a100 = search(llama70, W8K, [get_accelerator("a100")], precisions=("bf16",))
+    assert min(o.gpus for o in a100.options) == 2
+    l40s = search(llama70, W8K, [get_accelerator("l40s")], precisions=("bf16",))
+    assert min(o.gpus for o in l40s.options) == 4
+
+
+def test_7b_4bit_on_one_24gb_card_serves_n_users_not_4n(qwen7):
+    """N computed by hand from the KV formula: 2 (K,V) x layers x KV heads x head_dim x 2 bytes x 8192 tokens."""
+    s = qwen7.spec
+    assert (s.layers, s.kv_heads, s.head_dim, s.count("full")) == (28, 4, 128, 28)
+    kv_user = 2 * 28 * 4 * 128 * 2 * 8192                       # 469,762,048 B = 0.4375 GiB (fp16 KV for GPTQ)
+    p1 = make_plan(qwen7, gpu="rtx 4090", precision="gptq-int4", context=8192, batch=1, with_performance=False)
+    assert p1.memory.kv_per_gpu == kv_user
+    fixed = p1.memory.per_gpu - kv_user                        # weights + activations + runtime overhead, one GPU
+    budget = 0.9 * 24 * GIB                                    # vLLM gpu_memory_utilization on a 24 GiB card
+    n = math.floor((budget - fixed) / kv_user)
+    assert 20 <= n <= 40
+    card = [get_accelerator("rtx 4090")]
+    kw = dict(precisions=("gptq-int4",), max_total_gpus=1, max_gpus_per_node=1)
+    ok = search(qwen7, Workload(context=8192, concurrency=n), card, **kw)
+    assert [o.gpus for o in ok.options] == [1] and ok.options[0].max_batch == n
+    for users in (n + 1, 4 * n):
+        bad = search(qwen7, Workload(context=8192, concurrency=users), card, **kw)
+        assert not bad.options and bad.failures[0].constraint == "memory"
+    # with more GPUs allowed, 4N users take ceil(4N / N) = 4 single-card replicas (TP=2 would hold more per card)
+    more = search(qwen7, Workload(context=8192, concurrency=4 * n), card, precisions=("gptq-int4",),
+                  max_gpus_per_node=1)
+    assert min(o.gpus for o in more.options) == 4
+
+
+def test_replicas_are_the_fewest_meeting_per_user_speed(qwen7):
+    acc = get_accelerator("a100")
+    w = Workload(context=8192, concurrency=64, min_tokens_per_s=60)
+    res = search(qwen7, w, [acc], precisions=("bf16",), max_gpus_per_node=1)
+    (o,) = res.options
+    # memory alone would take one replica (64 users fit); the speed floor forces more, and one fewer misses it
+    assert o.max_batch >= 64 and o.replicas > 1
+    assert o.decode_tok_s >= 60 and o.batch == math.ceil(64 / o.replicas)
+    assert 1 / o.speed.tpot(math.ceil(64 / (o.replicas - 1)), w.decode_context) < 60
+
+
+def test_ttft_and_throughput_constraints(qwen7):
+    acc = get_accelerator("h100")
+    w = Workload(context=8192, concurrency=32, rps=4, input_tokens=2000, output_tokens=500, max_ttft_s=1.0)
+    res = search(qwen7, w, [acc], precisions=("bf16",))
+    assert res.options
+    for o in res.options:
+        assert o.ttft_s <= 1.0 and o.capacity_rps >= 4
+        # capacity formula by hand: replicas / (prefill per request + output tokens x TPOT / batch)
+        pre = o.speed.prefill_s(o.batch, 2000) / o.batch
+        assert o.capacity_rps == pytest.approx(o.replicas / (pre + 500 * o.tpot_s / o.batch))
+    tight = search(qwen7, Workload(context=8192, concurrency=1, max_ttft_s=1e-4), [acc], precisions=("bf16",))
+    assert not tight.options and {f.constraint for f in tight.failures} == {"ttft"}
+
+
+# ----------------------------------------------------------------------------------- the planner/perf adapters agree
+
+@pytest.mark.parametrize("model,gpu,prec,tp,batch", [
+    ("qwen2.5-7b-instruct", "h100", "bf16", 1, 1), ("qwen2.5-7b-instruct", "rtx 4090", "gptq-int4", 2, 24),
+    ("llama-3.1-70b", "a100", "fp8", 4, 16), ("qwen3-30b-a3b", "l40s", "gguf-q4_k_m", 2, 8),
+    ("gemma-2-9b", "mi300x", "awq-int4", 1, 64),
+])
+def test_fast_paths_equal_planner_and_estimate_performance(model, gpu, prec, tp, batch):
+    loaded, acc = load_model(model), get_accelerator(gpu)
+    p = parse_precision(prec)
+    (pd,) = _precision_data(loaded, (prec,))
+    eng = make_plan(loaded, gpu=acc, precision=prec, with_performance=False).engine
+    mem = ReplicaMemory(memory_context(loaded, acc, tp, pd, eng, None), 8192, 2000, {})
+    ref = _context(loaded, acc, tp, p, eng, None)
+    assert mem.ctx.budget == ref.budget and mem.ctx.overhead == ref.overhead and mem.ctx.kv_dtype == ref.kv_dtype
+    for b in (1, batch, 3 * batch):
+        assert mem.per_gpu(b) == pytest.approx(ref.memory(8192, b, 2000).per_gpu, rel=1e-12)
+    speed = ReplicaSpeed(pd.speed, acc, prec, eng.name, tp, ref.kv_dtype)
+    real = estimate_performance(loaded.spec, tensor_groups(loaded.spec), pd.weights, p, acc, gpus=tp, engine=eng.name,
+                                batch=batch, input_len=2000, context=4096, kv_dtype=ref.kv_dtype)
+    assert speed.tpot(batch, 4096) == pytest.approx(real.tpot_s, rel=1e-12)
+    assert speed.prefill_s(batch, 2000) == pytest.approx(real.ttft_s, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- costs and ranking
+
+def test_cost_formulas_by_hand():
+    h100 = get_accelerator("h100")
+    c = cost_of(h100, 2, 1000.0, CostParams(hours_per_month=730, months=36, power_usd_per_kwh=0.12))
+    assert c.rent_usd_per_hour == pytest.approx(2 * 2.69)
+    assert c.usd_per_million_output_tokens == pytest.approx(2 * 2.69 / (1000 * 3600 / 1e6))
+    assert c.power_kw == pytest.approx(1.4) and c.rack_units == 2
+    assert c.tco_usd == pytest.approx(2 * 30000 + 1.4 * 730 * 36 * 0.12)
+    assert c.tco_usd_per_hour == pytest.approx(c.tco_usd / (730 * 36))
+    no_list = cost_of(get_accelerator("b200"), 1, 1000.0, CostParams())
+    assert no_list.rent_usd_per_hour is not None and no_list.tco_usd is None     # B200 has no list price
+
+
+def test_ranking_is_cheapest_first_and_pareto_is_non_dominated(qwen7):
+    r = size(qwen7, Workload(context=8192, concurrency=64, min_tokens_per_s=20),
+             gpus_allowed=["h100", "a100", "l40s", "rtx 4090", "l4"], with_performance=False)
+    rents = [o.cost.rent_usd_per_hour for o in r.by_rent]
+    assert rents == sorted(rents) and r.chosen is r.by_rent[0]
+    tcos = [o.cost.tco_usd for o in r.by_tco]
+    assert tcos == sorted(tcos)
+    for f in r.frontier:
+        assert not any(o.cost.rent_usd_per_hour <= f.cost.rent_usd_per_hour and o.throughput_tok_s >= f.throughput_tok_s
+                       and o.decode_tok_s >= f.decode_tok_s and (o.cost.rent_usd_per_hour, o.throughput_tok_s,
+                       o.decode_tok_s) != (f.cost.rent_usd_per_hour, f.throughput_tok_s, f.decode_tok_s)
+                       for o in r.by_rent)
+    # every explained accelerator is cheaper per GPU-hour than the chosen configuration's hour
+    assert all(d["usd_per_gpu_hour"] < r.chosen.cost.rent_usd_per_hour for d in r.cheaper_failed)
+    d = r.to_dict(top=3)
+    assert d["chosen"]["cost"]["rent_usd_per_hour"] == pytest.approx(rents[0], abs=1e-4) and len(d["by_rent"]) == 3
+    assert set(d["infeasible"]) == {a.short_name for a in r.accelerators} - {o.acc.short_name for o in r.found.options}
+
+
+def test_price_override_changes_the_winner(qwen7, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("name,usd_per_hour,list_usd\nH100,0.01,100\n")
+    book = load_prices(f)
+    r = size(qwen7, Workload(context=8192, concurrency=8), gpus_allowed=["h100", "rtx 4090", "l4"],
+             costs=CostParams(prices=book), with_performance=False)
+    assert r.chosen.acc.key == "h100-sxm" and r.chosen.cost.rent_price.value == 0.01
+    assert r.chosen.cost.rent_price.source == "--prices p.csv"
+
+
+def test_explanations_name_the_binding_constraint(llama70):
+    r = size(llama70, Workload(context=8192, concurrency=16, min_tokens_per_s=25), precisions=("bf16",),
+             gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], with_performance=False)
+    why = {d["accelerator"]: d for d in r.cheaper_failed}
+    assert r.chosen.acc.key == "rtx-4090"
+    # A40 and RTX 3090 pair over an NVLink bridge (2 GPUs per TP group): 131 GiB of BF16 weights cannot fit in 2
+    a40 = why["A40"]
+    assert a40["constraint"] == "memory" and "2 GPU(s)/replica" in a40["detail"] and a40["shortfall"] > 1.5
+    assert why["RTX 3090"]["constraint"] == "memory" and why["RTX 3090"]["shortfall"] > a40["shortfall"]
+    # L4 holds it at TP 8 but is too slow per user even with 8 replicas
+    assert why["L4"]["constraint"] == "speed" and "tok/s per user < 25" in why["L4"]["detail"]
+    # H100 is cheaper per GPU-hour but needs more of them
+    assert why["H100 SXM"]["constraint"] == "cost"
+    assert r.chosen.headroom(r.workload)["speed_x"] >= 1
+
+
+# --------------------------------------------------------------------------------------------------- price files
+
+@pytest.mark.parametrize("name,text", [
+    ("p.csv", "# comment\nname,usd_per_hour,list_usd\nA100,1.10,9000\nRTX 4090,0.30,\n"),
+    ("p.yaml", "prices:\n  - {name: A100, usd_per_hour: 1.10, list_usd: 9000}\n  - {name: RTX 4090, usd_per_hour: 0.30}\n"),
+    ("p.yml", "A100: {usd_per_hour: 1.10, list_usd: 9000}\nRTX 4090: 0.30\n"),
+])
+def test_price_file_forms(tmp_path, name, text):
+    f = tmp_path / name
+    f.write_text(text)
+    book = load_prices(f)
+    a100, rtx = get_accelerator("a100"), get_accelerator("rtx 4090")
+    assert book.rent_for(a100).value == 1.10 and book.list_for(a100).value == 9000
+    assert book.rent_for(rtx).value == 0.30 and book.list_for(rtx) == rtx.list_price   # falls back to the profile
+    assert "(file date)" in book.rent_for(a100).date
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name,usd_per_hour\nA100,abc\n", "row 1: usd_per_hour 'abc' is not a number"),
+    ("name,usd_per_hour\nA100,1\nH100,-2\n", "row 2: usd_per_hour must be a positive number"),
+    ("name,usd_per_hour\nA100,1\nHundred,2\n", "row 2: unknown accelerator 'Hundred'"),
+    ("name,usd_per_hour\nA100,1\na100-80gb-sxm4,2\n", "row 2: A100 80GB SXM4 already priced in row 1"),
+    ("name,usd_per_hour,list_usd\nA100,,\n", "row 1: A100 has neither usd_per_hour nor list_usd"),
+    ("gpu,price\nA100,1\n", "CSV header must be name,usd_per_hour"),
+])
+def test_price_file_bad_rows(tmp_path, text, needle):
+    f = tmp_path / "bad.csv"
+    f.write_text(text)
+    with pytest.raises(QfitError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_prices(f)
+
+
+def test_price_file_bad_yaml(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("prices:\n  - {name: A100, usd_per_hour: 1.1, colour: red}\n")
+    with pytest.raises(QfitError, match="row 1: unknown column"):
+        load_prices(f)
+    f.write_text("prices: [\n")
+    with pytest.raises(QfitError, match="not valid YAML"):
+        load_prices(f)
+
+
+def test_empty_book_uses_profiles():
+    acc = get_accelerator("h100")
+    assert PriceBook({}, {}).rent_for(acc) == acc.rent
+
+
+# ------------------------------------------------------------------------------------------------------ CLI paths
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in result.output
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_cli_concurrency_zero():
+    _one_line_error(run("-m", "qwen2.5-7b-instruct", "--concurrency", "0"), "at least 1 user")
+
+
+def test_cli_unknown_accelerator_suggests():
+    _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "8", "--gpus-allowed", "H100,A100X"),
+                    "--gpus-allowed", "unknown accelerator", "did you mean")
+
+
+def test_cli_price_file_bad_row(tmp_path):
+    f = tmp_path / "prices.csv"
+    f.write_text("name,usd_per_hour\nH100,2.5\nL40S,cheap\n")
+    _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "8", "--prices", str(f)), "row 2", "'cheap'")
+
+
+def test_cli_impossible_ttft_says_best_achievable():
+    err = _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "8", "--max-ttft", "1ms",
+                              "--gpus-allowed", "h100,l40s"), "TTFT <= 0.001 s", "best achievable")
+    assert "H100" in err
+
+
+def test_cli_impossible_speed_and_memory():
+    _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "8", "--min-tokens-per-s", "100000",
+                        "--gpus-allowed", "l4"), "best is")
+    _one_line_error(run("-m", "llama-3.1-70b", "-u", "1", "--precision", "bf16", "--gpus-allowed", "rtx 3060",
+                        "--max-gpus", "4", "--max-gpus-per-node", "4"), "closest is")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--rps", "2"], "--rps needs --input-tokens and --output-tokens"),
+    (["--rps", "2", "--input-tokens", "8k", "--output-tokens", "1k"], "exceeds --context"),
+    (["--max-ttft", "soon"], "cannot read --max-ttft"),
+    (["--precision", "int5"], "precision"),
+    (["--engine", "vllm", "--precision", "gguf-q4_k_m", "--gpus-allowed", "h100"], "llama.cpp"),
+    (["--engine", "vlm"], "unknown engine 'vlm'"),
+    (["--prices", "/nonexistent/prices.csv"], "cannot read price file"),
+    (["--json", "--csv"], "choose one of --json and --csv"),
+])
+def test_cli_bad_input_one_line(args, needle):
+    _one_line_error(run("-m", "qwen2.5-7b-instruct", "-u", "4", *args), needle)
+
+
+def test_cli_json_csv_and_plot(tmp_path):
+    common = ["-m", "qwen2.5-7b-instruct", "-u", "16", "--min-tokens-per-s", "20", "--gpus-allowed", "h100,l40s,l4"]
+    r = run(*common, "--json", "--top", "2")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["chosen"]["cost"]["rent_usd_per_hour"] > 0 and len(d["by_rent"]) == 2
+    assert d["chosen"]["performance"]["error_band"] and d["quality"]["gptq-int4"]["caveat"] == "typical, model-dependent"
+    c = run(*common, "--csv")
+    lines = c.stdout.strip().splitlines()
+    assert c.exit_code == 0 and lines[0].startswith("accelerator,gpus,replicas") and len(lines) > 3
+    png = tmp_path / "size.png"
+    p = run(*common, "--plot", str(png))
+    assert p.exit_code == 0 and png.stat().st_size > 1000 and "CHOSEN" in p.stdout
+    _one_line_error(run(*common, "--plot", str(png)), "exists; pass --force")
