@@ -58,7 +58,12 @@ def test_report_files_and_figures(rtn_out):
     assert report["size_on_disk_bytes"] > report["weight_bytes"] > 0
     assert report["peak_rss_bytes"] > 0 and report["memory_estimate"]["total_bytes"] > 0
     assert report["libraries"]["torch"] and report["libraries"]["safetensors"]
-    assert "available" in report["planner_prediction"]
+    pred = report["planner_prediction"]
+    if pred["available"]:  # the planner's recipe arithmetic must describe what was actually stored
+        assert pred["real_weight_bytes"] == report["weight_bytes"]
+        assert abs(pred["ratio_real_to_predicted"] - 1) < 0.02, pred
+    else:
+        assert pred["reason"]
     assert printed["out"] == str(out)
     md = (out / "qfit-report.md").read_text()
     assert "bits per quantized weight" in md and "| layer |" in md
