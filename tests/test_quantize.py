@@ -176,3 +176,27 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(smollm2_dir, tmp_pat
     else:
         assert proc.returncode not in (0, None), proc.communicate()  # click reports "Aborted!" with exit 1
     assert not tmp.exists()
+
+
+def test_gptqmodel_log_becomes_per_layer_rows():
+    """The shape GPTQModel 7.7 returns from quantize(): {"gptq": [{"layer", "module", "loss", "time", ...}, ...]}."""
+    from qfit.quantize.engine import LayerCallback, layer_stats
+
+    seen = []
+    cb = LayerCallback(seen.append)
+    for idx, final in [(0, False), (0, True), (1, False), (1, True)]:  # GPTQModel reports each layer twice
+        cb.layer_complete(layer_idx=idx, submodule_finalized=final)
+    assert seen == [0, 1]
+    log = {"gptq": [
+        {"process": "gptq", "layer": 0, "module": "self_attn.q_proj", "loss": "0.0000704033", "samples": "4096",
+         "time": "0.690"},
+        {"process": "gptq", "layer": 0, "module": "mlp.down_proj", "loss": "0.0002", "samples": "4096", "time": "1.5"},
+        {"process": "gptq", "layer": 1, "module": "mlp.up_proj", "loss": "unknown", "samples": "4096", "time": "x"},
+        {"process": "gptq", "module": "no layer"},
+    ]}
+    rows = layer_stats(log, {})
+    assert [r["layer"] for r in rows] == [0, 1]
+    assert rows[0]["modules"]["self_attn.q_proj"]["loss"] == pytest.approx(7.04033e-5)
+    assert rows[0]["seconds"] == pytest.approx(2.19)
+    assert rows[1]["modules"]["mlp.up_proj"]["loss"] is None and rows[1]["seconds"] == 0
+    assert layer_stats(log, {0: 5.0})[0]["seconds"] == 5.0
