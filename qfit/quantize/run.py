@@ -236,6 +236,7 @@ def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, es
         peak_rss_bytes=peak_rss_bytes(), peak_vram_bytes=_peak_vram(dev), memory_estimate=estimate.to_dict(),
         device=dev, planner_prediction=planner_prediction(model_dir, recipe.bits, recipe.group_size),
         notes=[f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"])
+    # written twice so that the size on disk it states includes the report files themselves
     ck.write_json(tmp / "qfit-report.json", report.to_dict())
     (tmp / "qfit-report.md").write_text(render_markdown(report))
     report.size_on_disk_bytes = folder_bytes(tmp)
