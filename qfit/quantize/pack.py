@@ -11,6 +11,10 @@ Dequantized weight: W[o, i] = scales[g, o] * (q[i, o] - (qzeros[g, o] + 1)), g =
 Packing treats every 32 consecutive values as one little-endian bit string of 32*bits bits (value k at bit bits*k) cut
 into `bits` int32 words. For 2/4/8 bits that is the familiar "value k at shift bits*k" layout; for 3 bits it reproduces
 AutoGPTQ's scheme where values 10 and 21 straddle word boundaries.
+
+Known v1 limitation (asymmetric only): a zero point of 0 is stored as -1, i.e. all ones in its bit field; loaders
+convert v1 to v2 by adding 0x11111111-style constants to the packed word, which carries into the neighbouring field.
+We write what AutoGPTQ and GPTQModel write (so files are byte-compatible) and the report warns when --asym is used.
 """
 
 from __future__ import annotations

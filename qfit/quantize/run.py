@@ -235,7 +235,7 @@ def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, es
         weight_bytes=checked.tensor_bytes, float_weight_bytes=layout.float_bytes, wall_seconds=round(wall, 2),
         peak_rss_bytes=peak_rss_bytes(), peak_vram_bytes=_peak_vram(dev), memory_estimate=estimate.to_dict(),
         device=dev, planner_prediction=planner_prediction(model_dir, recipe.bits, recipe.group_size),
-        notes=[f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"])
+        notes=_notes(recipe, checked))
     # written twice so that the size on disk it states includes the report files themselves
     ck.write_json(tmp / "qfit-report.json", report.to_dict())
     (tmp / "qfit-report.md").write_text(render_markdown(report))
@@ -243,6 +243,16 @@ def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, es
     ck.write_json(tmp / "qfit-report.json", report.to_dict())
     (tmp / "qfit-report.md").write_text(render_markdown(report))
     return report
+
+
+def _notes(recipe: Recipe, checked) -> list[str]:
+    notes = [f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"]
+    if not recipe.sym:
+        # v1 stores zero-1; loaders add 1 to the packed word, so a zero point of 0 carries into its neighbour
+        # (GPTQModel's own v1->v2 code documents the overflow). v2 fixes it but is not what vLLM/transformers read.
+        notes.append("asymmetric v1: groups whose zero point is 0 are read back with a carry into the neighbouring "
+                     "zero point by v1 loaders (a known v1 limitation); prefer --sym for v1 checkpoints")
+    return notes
 
 
 def _peak_vram(device: str) -> int | None:
