@@ -19,6 +19,10 @@ def library_versions() -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    if out.get("qfit") is None:  # running from a source tree (PYTHONPATH) rather than an installed wheel
+        from qfit import __version__
+
+        out["qfit"] = __version__
     return out
 
 
