@@ -1,0 +1,98 @@
+"""`qfit quantize MODEL OUT`: write a standard GPTQ (v1) checkpoint with GPTQModel, or an RTN baseline."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from qfit.errors import QfitError
+
+
+def _group_size(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise QfitError(f"--group-size {value!r}: expected 32, 64, 128 or -1") from None
+
+
+def _terminate(signum, frame):  # SIGTERM -> same cleanup path as Ctrl-C (temp folder removed)
+    raise KeyboardInterrupt
+
+
+def _rich_progress(console):
+    """A per-layer bar with elapsed time and ETA; returns (context manager, factory for run.quantize)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]quantizing[/] layer"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+    def factory(total_layers: int):
+        task = bar.add_task("layers", total=total_layers)
+        return lambda _layer: bar.advance(task)
+
+    return bar, factory
+
+
+@click.command("quantize")
+@click.argument("model")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--bits", type=int, default=4, show_default=True, help="2, 3, 4 or 8.")
+@click.option("--group-size", "group_size", default="128", show_default=True, help="32, 64, 128 or -1 (per column).")
+@click.option("--desc-act/--no-desc-act", default=False, show_default=True, help="Quantize columns in activation order.")
+@click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (Marlin needs sym).")
+@click.option("--damp", type=float, default=0.01, show_default=True, help="Hessian dampening (fraction of mean diagonal).")
+@click.option("--calib", default="xsum", show_default=True,
+              help="Calibration text: .txt/.jsonl/.parquet file, built-in xsum|boolq-passages|pydoc, or a hub dataset.")
+@click.option("--nsamples", type=int, default=128, show_default=True, help="Calibration windows.")
+@click.option("--seqlen", type=int, default=2048, show_default=True, help="Tokens per calibration window.")
+@click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+def quantize(model, out, bits, group_size, desc_act, sym, damp, calib, nsamples, seqlen, method, device, force,
+             as_json, trust_remote_code):
+    """Quantize MODEL (HF folder, hub id or .gguf) into OUT as a GPTQ v1 checkpoint with a qfit-report."""
+    from rich.console import Console
+
+    from qfit.quantize.run import Recipe, quantize as run_quantize
+
+    recipe = Recipe(bits=bits, group_size=_group_size(group_size), desc_act=desc_act, sym=sym, damp=damp,
+                    method=method, nsamples=nsamples, seqlen=seqlen, calib=calib)
+    console = Console(stderr=True)  # progress and library chatter on stderr: stdout stays clean for --json
+    signal.signal(signal.SIGTERM, _terminate)
+    bar, factory = _rich_progress(console)
+    with bar:
+        report = run_quantize(model, out, recipe, device=device, force=force, progress=factory,
+                              trust_remote_code=trust_remote_code)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _render(Console(), report)
+
+
+def _render(console, report) -> None:
+    from rich.table import Table
+
+    d = report.to_dict()
+    t = Table(title=f"qfit quantize -> {d['out']}", show_header=False)
+    t.add_row("method", f"{d['method']} {d['recipe']['bits']}-bit g{d['recipe']['group_size']} "
+                        f"desc_act={d['recipe']['desc_act']} sym={d['recipe']['sym']}")
+    if d["calibration"]:
+        c = d["calibration"]
+        t.add_row("calibration", f"{c['nsamples']} x {c['seqlen']} tokens, {c['source']['name']} ({c['source']['split']})")
+    t.add_row("stored", f"{d['bits_per_weight']:.3f} bits/weight over {d['quantized_params']:,} weights")
+    t.add_row("weights", f"{d['weight_bytes'] / 1e6:,.1f} MB (float {d['float_weight_bytes'] / 1e6:,.1f} MB)")
+    pred = d["planner_prediction"]
+    t.add_row("planner predicted", f"{pred['weight_bytes'] / 1e6:,.1f} MB" if pred.get("available")
+              else f"n/a ({pred.get('reason')})")
+    t.add_row("on disk", f"{d['size_on_disk_bytes'] / 1e6:,.1f} MB")
+    t.add_row("wall time", f"{d['wall_seconds']:.1f} s on {d['device']}")
+    t.add_row("peak RSS", f"{d['peak_rss_bytes'] / 1e9:.2f} GB (predicted {d['memory_estimate']['total_bytes'] / 1e9:.2f} GB)")
+    for note in d["notes"]:
+        t.add_row("note", note)
+    console.print(t)

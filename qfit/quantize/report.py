@@ -1,0 +1,121 @@
+"""The quantize report: one dataclass whose to_dict() drives qfit-report.json, qfit-report.md, the rich summary and --json."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from qfit.units import GIB
+
+LIBRARIES = ("qfit", "torch", "transformers", "gptqmodel", "optimum", "safetensors", "huggingface_hub")
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def planner_prediction(model_dir: Path, bits: int, group_size: int) -> dict:
+    """The planner's predicted weight bytes for this recipe, or why it is unavailable.
+
+    Kept in this one function so the planner's API can change without touching the rest of quantize."""
+    try:
+        from qfit.model.params import tensor_groups
+        from qfit.model.sources import load_spec
+        from qfit.precision import parse_precision, weight_bytes
+    except ImportError as exc:
+        return {"available": False, "reason": f"planner not importable: {exc}"}
+    try:
+        spec = load_spec(str(model_dir))
+        precision = parse_precision(f"gptq-int{bits}", group_size=group_size)
+        predicted = weight_bytes(tensor_groups(spec), precision)
+    except Exception as exc:  # the planner is optional here: a failure must not lose a finished checkpoint
+        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    total = int(getattr(predicted, "total", predicted))
+    extra = predicted.to_dict() if hasattr(predicted, "to_dict") else {}
+    return {"available": True, "precision": f"gptq-int{bits}", "group_size": group_size,
+            "weight_bytes": total, "detail": extra}
+
+
+@dataclass
+class QuantizeReport:
+    model: str
+    model_dir: str
+    out: str
+    method: str
+    recipe: dict
+    calibration: dict | None
+    layers: list[dict]
+    quantized_params: int
+    bits_per_weight: float          # stored bits (qweight + qzeros + scales + g_idx) per quantized weight
+    size_on_disk_bytes: int
+    weight_bytes: int               # all tensors in the safetensors files (from headers)
+    float_weight_bytes: int
+    wall_seconds: float
+    peak_rss_bytes: int
+    peak_vram_bytes: int | None
+    memory_estimate: dict
+    device: str
+    libraries: dict = field(default_factory=library_versions)
+    planner_prediction: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        pred = self.planner_prediction
+        if pred.get("available"):
+            d["planner_prediction"]["real_weight_bytes"] = self.weight_bytes
+            d["planner_prediction"]["ratio_real_to_predicted"] = round(self.weight_bytes / pred["weight_bytes"], 4)
+        return d
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1e6:,.1f} MB"
+
+
+def render_markdown(report: QuantizeReport) -> str:
+    d = report.to_dict()
+    r = d["recipe"]
+    lines = [
+        f"# qfit quantize report: {Path(d['model']).name}",
+        "",
+        f"- method: **{d['method']}**, bits {r['bits']}, group size {r['group_size']}, desc_act {r['desc_act']}, "
+        f"sym {r['sym']}, damp {r['damp']}",
+        f"- device: {d['device']}; wall time {d['wall_seconds']:.1f} s; peak RSS {_mb(d['peak_rss_bytes'])}"
+        f" (predicted before start {_mb(d['memory_estimate']['total_bytes'])}); peak VRAM {_mb(d['peak_vram_bytes'])}",
+        f"- stored: {d['bits_per_weight']:.3f} bits per quantized weight over {d['quantized_params']:,} weights; "
+        f"weights {_mb(d['weight_bytes'])} (float source {_mb(d['float_weight_bytes'])}); "
+        f"folder on disk {_mb(d['size_on_disk_bytes'])}",
+    ]
+    pred = d["planner_prediction"]
+    if pred.get("available"):
+        lines.append(f"- planner predicted {_mb(pred['weight_bytes'])} of weights for {pred['precision']} "
+                     f"g{pred['group_size']}; real {_mb(d['weight_bytes'])} (ratio {pred['ratio_real_to_predicted']})")
+    else:
+        lines.append(f"- planner prediction unavailable: {pred.get('reason', 'unknown')}")
+    cal = d["calibration"]
+    if cal:
+        lines.append(f"- calibration: {cal['nsamples']} samples x {cal['seqlen']} tokens from {cal['source']['name']} "
+                     f"({cal['source']['split']} split, {cal['source']['fraction']})")
+    lines += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in d["libraries"].items() if v), "",
+              "## Per layer", "", "| layer | seconds | mean loss | worst module |", "|---:|---:|---:|---|"]
+    for row in d["layers"]:
+        losses = {m: v.get("loss", v.get("rel_weight_error")) for m, v in row["modules"].items()}
+        losses = {m: v for m, v in losses.items() if isinstance(v, (int, float))}
+        mean = sum(losses.values()) / len(losses) if losses else float("nan")
+        worst = max(losses, key=losses.get) if losses else "-"
+        lines.append(f"| {row['layer']} | {row['seconds']:.2f} | {mean:.4g} | {worst} |")
+    if d["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in d["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def gib_str(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
