@@ -28,6 +28,7 @@ SMALL_ROLES = frozenset({
     "bias",           # linear biases (qkv bias, expert biases)
     "conv",           # short causal conv of linear-attention layers
     "state_param",    # A_log, dt_bias, attention sinks and other per-head vectors
+    "vision",         # a multimodal wrapper's vision tower, as one lump (kept 16-bit by every LLM quantizer)
 })
 ROLES = LINEAR_ROLES | EMBED_ROLES | SMALL_ROLES
 
@@ -38,7 +39,12 @@ class TensorGroup:
 
     For linear roles rows = out_features and cols = in_features (quantization groups run along cols, as in GPTQ).
     For embed/lm_head rows = vocab and cols = hidden. 1-D tensors have cols = 1.
-    `module` is a readable location, e.g. "layers.self_attn.q_proj" or "layers.mlp.experts.down_proj".
+    `module` is a readable location, e.g. "layers.self_attn.q_proj" or "layers.mlp.experts.down_proj"; groups of
+    multi-token-prediction layers start with "mtp." (stored in checkpoints, not loaded for plain decoding).
+
+    `active` follows the convention of model cards ("30B-A3B"): embeddings count as active although a decode step only
+    gathers one row of them; a bandwidth model should read embed rows, not the matrix (and read the embedding matrix as
+    the head when embeddings are tied). The vision tower is not active during decoding.
     """
 
     module: str

@@ -1,0 +1,230 @@
+"""Where a model's facts come from (I/O only): a local folder, a hub id, a .gguf file, or the built-in catalog.
+
+Only metadata is read, never weights: config.json, the JSON headers of *.safetensors files (8-byte length + JSON),
+or the GGUF header. Heavy clients (huggingface_hub, gguf) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from qfit.errors import QfitError
+from qfit.model.spec import ModelSpec, parse_config
+from qfit.paths import profiles_dir
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U32": 4, "U16": 2, "F4": 0.5}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """Exact tensor facts read from safetensors or GGUF headers."""
+
+    params: int                      # stored elements (packed formats store fewer elements than logical params)
+    bytes: int                       # tensor data bytes
+    tensors: int
+    dtype_bytes: dict[str, int] = field(default_factory=dict)   # dtype -> bytes
+    file_type: str | None = None     # GGUF: the recipe name, e.g. gguf-q4_k_m
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "bytes": self.bytes, "tensors": self.tensors,
+                "dtype_bytes": dict(self.dtype_bytes), "file_type": self.file_type}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    spec: ModelSpec
+    kind: str                        # catalog | local | hub | gguf
+    location: str
+    header: HeaderInfo | None = None
+    params_reference: int | None = None
+    quantization_config: dict | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# catalog
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> dict[str, Path]:
+    """Lower-cased name / slug / hub id / alias -> catalog file. Reads every entry once (small JSON files)."""
+    index: dict[str, Path] = {}
+    folder = profiles_dir() / "models"
+    for path in sorted(folder.glob("*.json")):
+        entry = json.loads(path.read_text())
+        keys = [path.stem, entry.get("name"), entry.get("hub_id"), *(entry.get("aliases") or [])]
+        for key in filter(None, keys):
+            index[key.lower()] = path
+            if "/" in key:
+                index.setdefault(key.split("/", 1)[1].lower(), path)
+    return index
+
+
+def catalog_entries() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(set(_catalog().values()))]
+
+
+def _load_catalog(path: Path) -> LoadedModel:
+    entry = json.loads(path.read_text())
+    ref = entry.get("params_reference") or {}
+    spec = parse_config(entry["config"], name=entry["name"], source=f"catalog: {path.name}", hub_id=entry.get("hub_id"))
+    return LoadedModel(spec=spec, kind="catalog", location=str(path), params_reference=ref.get("value"),
+                       quantization_config=entry["config"].get("quantization_config"))
+
+
+def catalog_lookup(name: str) -> LoadedModel | None:
+    path = _catalog().get(name.strip().lower())
+    return _load_catalog(path) if path else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# safetensors headers
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise QfitError(f"{path.name} is not a safetensors file (shorter than 8 bytes)")
+            (length,) = struct.unpack("<Q", raw)
+            if length > 100 * 2**20:
+                raise QfitError(f"{path.name} is not a safetensors file (header length {length} is implausible)")
+            return json.loads(fh.read(length))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QfitError(f"{path.name} is not a safetensors file (header is not JSON)") from None
+
+
+def header_info(headers: list[dict[str, Any]]) -> HeaderInfo:
+    params = nbytes = count = 0
+    by_dtype: dict[str, int] = {}
+    for header in headers:
+        for name, t in header.items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for d in t["shape"]:
+                n *= d
+            size = t["data_offsets"][1] - t["data_offsets"][0]
+            params, nbytes, count = params + n, nbytes + size, count + 1
+            by_dtype[t["dtype"]] = by_dtype.get(t["dtype"], 0) + size
+    return HeaderInfo(params=params, bytes=nbytes, tensors=count, dtype_bytes=by_dtype)
+
+
+def _read_config(path: Path) -> dict:
+    if not path.exists():
+        raise QfitError(f"no config.json in {path.parent}")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise QfitError(f"malformed config.json in {path.parent}: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(cfg, dict):
+        raise QfitError(f"malformed config.json in {path.parent}: top level is not an object")
+    return cfg
+
+
+def _load_local(folder: Path) -> LoadedModel:
+    cfg = _read_config(folder / "config.json")
+    files = sorted(folder.glob("*.safetensors"))
+    header = header_info([read_safetensors_header(f) for f in files]) if files else None
+    spec = parse_config(cfg, name=folder.name, source=f"local: {folder}")
+    return LoadedModel(spec=spec, kind="local", location=str(folder), header=header,
+                       quantization_config=cfg.get("quantization_config"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hub
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("QFIT_CACHE", Path.home() / ".cache" / "qfit"))
+
+
+def _load_hub(repo: str, revision: str | None) -> LoadedModel:
+    cache = _cache_dir() / "hub" / repo.replace("/", "--") / (revision or "main")
+    cfg_path, meta_path = cache / "config.json", cache / "safetensors.json"
+    if not cfg_path.exists():
+        _fetch_hub(repo, revision, cache)
+    cfg = _read_config(cfg_path)
+    header = None
+    if meta_path.exists():
+        header = HeaderInfo(**json.loads(meta_path.read_text()))
+    spec = parse_config(cfg, name=repo, source=f"hub: {repo}" + (f"@{revision}" if revision else ""), hub_id=repo)
+    return LoadedModel(spec=spec, kind="hub", location=repo, header=header,
+                       quantization_config=cfg.get("quantization_config"))
+
+
+def _fetch_hub(repo: str, revision: str | None, cache: Path) -> None:
+    """config.json + safetensors header metadata (never weights), cached on disk for offline re-use."""
+    try:
+        from huggingface_hub import get_safetensors_metadata, hf_hub_download
+        from huggingface_hub.utils import HfHubHTTPError
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise QfitError("huggingface_hub is required to read hub models: pip install huggingface_hub") from None
+    try:
+        cfg_file = hf_hub_download(repo, "config.json", revision=revision)
+        meta = get_safetensors_metadata(repo, revision=revision)
+    except HfHubHTTPError as exc:
+        raise QfitError(f"hub model {repo!r}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # offline, DNS failure, OfflineModeIsEnabled, missing cache ...
+        raise QfitError(f"cannot read {repo!r} from the Hugging Face Hub and it is not cached here "
+                        f"({type(exc).__name__}); use a catalog name (`qfit models`) or a local folder") from None
+    headers = [{name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
+                for name, t in fm.tensors.items()} for fm in meta.files_metadata.values()]
+    cache.mkdir(parents=True, exist_ok=True)
+    _atomic_write(cache / "safetensors.json", json.dumps(header_info(headers).to_dict()))
+    _atomic_write(cache / "config.json", Path(cfg_file).read_text())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def load_model(model: str, *, revision: str | None = None) -> LoadedModel:
+    """Resolve --model: an existing path (folder, config.json, .gguf), a catalog name or alias, else a hub id."""
+    if not model or not model.strip():
+        raise QfitError("--model is empty")
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_dir():
+            return _load_local(path)
+        if path.suffix.lower() == ".gguf":
+            from qfit.model.gguf_source import load_gguf
+            return load_gguf(path)
+        if path.name == "config.json":
+            return _load_local(path.parent)
+        raise QfitError(f"{model}: expected a model folder, a config.json or a .gguf file")
+    hit = catalog_lookup(model)
+    if hit:
+        return hit
+    if model.lower().endswith(".gguf") or os.sep in model and not _HUB_ID.match(model):
+        raise QfitError(f"{model}: no such file or folder")
+    if _HUB_ID.match(model):
+        return _load_hub(model, revision)
+    raise QfitError(f"unknown model {model!r}: not a local path, a catalog name or a hub id (org/name);"
+                    f" {_suggest(model)}")
+
+
+def _suggest(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(_catalog()), n=3, cutoff=0.5)
+    return f"did you mean: {', '.join(close)}?" if close else "see `qfit models`"
+
+
+def load_spec(model: str, *, revision: str | None = None) -> ModelSpec:
+    return load_model(model, revision=revision).spec

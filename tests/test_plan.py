@@ -1,0 +1,131 @@
+"""Fit verdicts, max context/batch, suggestions, the JSON contract, and the seeds' claims, through the library and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from qfit.cli import cli
+from qfit.memory import GIB
+from qfit.plan import make_plan
+
+QWEN72 = "Qwen/Qwen2.5-72B-Instruct"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_seed_72b_bf16_weights_144gb_needs_two_80gb_cards():
+    one = make_plan(QWEN72, gpu="h100", precision="bf16")
+    assert one.memory.weights / 1e9 == pytest.approx(145.4, abs=0.1)   # 72.7B params x 2 bytes ("~144 GB")
+    assert not one.fits and "2 x NVIDIA H100 SXM at bf16" in one.suggestion
+    two = make_plan(QWEN72, gpu="h100", precision="bf16", gpus=2)
+    assert two.fits and two.memory.per_gpu < two.budget_per_gpu
+
+
+def test_seed_72b_gptq_int4_fits_one_a6000_with_max_context():
+    p = make_plan(QWEN72, gpu="A6000", precision="gptq-int4")
+    assert p.fits and p.max_context >= 8192
+    # at the max context it fits and one block of tokens more does not
+    assert make_plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context).fits
+    assert not make_plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context + 16).fits
+
+
+def test_seed_70b_q4_k_m_near_42gb():
+    p = make_plan("llama-3-70b", gpu="h100", precision="gguf-q4_k_m")
+    assert p.memory.weights / 1e9 == pytest.approx(42.5, rel=0.02)   # Meta-Llama-3-70B Q4_K_M files are 42.5 GB
+
+
+def test_max_batch_is_the_largest_that_fits():
+    p = make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096)
+    assert p.max_batch > 1
+    assert make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096, batch=p.max_batch).fits
+    assert not make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096,
+                         batch=p.max_batch + 1).fits
+
+
+def test_tensor_parallel_divisibility():
+    p = make_plan(QWEN72, gpu="h100", precision="bf16", gpus=3)
+    assert not p.fits and "64 attention heads" in p.reason and p.max_context == 0
+
+
+def test_fits_nowhere_says_what_would():
+    p = make_plan("deepseek-v3", gpu="rtx-4090", precision="bf16")
+    assert not p.fits and p.suggestion and "nothing up to 64" in p.suggestion
+
+
+def test_vllm_reserves_its_memory_fraction():
+    p = make_plan("llama-3-8b", gpu="h100", precision="bf16")
+    assert p.budget_per_gpu == pytest.approx(p.accelerator.usable_bytes * 0.9)
+    q = make_plan("llama-3-8b", gpu="h100", precision="gguf-q8_0")   # llama.cpp allocates what it needs
+    assert q.budget_per_gpu == pytest.approx(q.accelerator.usable_bytes)
+
+
+CONTRACT = {
+    "model": {"params_total": int, "params_active": int},
+    "accelerator": {"name": str, "count": int, "memory_gib": (int, float), "bandwidth_gbps": (int, float)},
+    "memory": {k: float for k in ("weights_gib", "kv_cache_gib", "activations_gib", "overhead_gib", "total_gib",
+                                  "per_gpu_gib")},
+}
+
+
+def test_json_contract():
+    r = run("plan", "--model", QWEN72, "--gpu", "A6000", "--precision", "gptq-int4", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for block, keys in CONTRACT.items():
+        for k, t in keys.items():
+            assert isinstance(d[block][k], t), (block, k)
+    for k, t in (("precision", str), ("engine", str), ("context", int), ("batch", int), ("fits", bool),
+                 ("max_context", int), ("max_batch", int), ("assumptions", list), ("error_band", dict)):
+        assert isinstance(d[k], t), k
+    m = d["memory"]
+    assert m["total_gib"] == pytest.approx(m["weights_gib"] + m["kv_cache_gib"] + m["activations_gib"]
+                                           + m["overhead_gib"])
+    assert d["accelerator"]["count"] == 1 and d["precision"] == "gptq-int4"
+
+
+def test_json_totals_are_across_gpus():
+    d = json.loads(run("plan", "--model", QWEN72, "--gpu", "h100", "--gpus", "2", "--precision", "bf16",
+                       "--json").output)
+    assert d["memory"]["weights_gib"] == pytest.approx(145.41e9 / GIB, rel=1e-3)
+    assert d["memory"]["per_gpu_gib"] < d["memory"]["total_gib"] / 1.9
+
+
+def test_matrix_and_precision_table_render():
+    r = run("plan", "--model", "llama-3-8b")
+    assert r.exit_code == 0 and "✓" in r.output
+    r = run("plan", "--model", QWEN72, "--gpu", "A6000")
+    assert r.exit_code == 0 and "gptq-int4" in r.output and "does not fit" in r.output
+    r = run("plan", "--model", "llama-3-8b", "--gpu", "4090", "--precision", "bf16", "--batch", "1,8")
+    assert r.exit_code == 0 and "batch" in r.output
+
+
+BAD = [
+    (["--model", "llama-3-8b", "--gpu", "A7000", "--precision", "bf16"], "unknown accelerator"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "int5"], "precision"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--engine", "trt"], "unknown engine"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--kv-dtype", "int3"], "KV cache dtype"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--context", "0"], "positive"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--context", "-5"], "context"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--context", "999999999999"], "absurd"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--batch", "0"], "positive"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--gpus", "0"], "positive"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "bf16", "--context", "lots"], "cannot read"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "gptq-int4", "--group-size", "0"], "group"),
+    (["--model", "llama-3-8b", "--gpu", "A6000", "--precision", "gptq-int4", "--engine", "llama.cpp"], "GGUF"),
+    (["--model", "no-such-model-xyz", "--gpu", "A6000"], "unknown model"),
+    (["--model", "./missing/dir.gguf", "--gpu", "A6000"], "no such file"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[b[1] + "-" + b[0][-1] for b in BAD])
+def test_bad_input_one_line_exit_2(args, needle):
+    r = run("plan", *args)
+    assert r.exit_code == 2, r.output
+    assert needle.lower() in r.output.lower()
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
