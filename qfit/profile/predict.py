@@ -34,15 +34,21 @@ def planner_prediction(model_ref: str, *, precision: str, device_name: str, engi
         return {"available": False, "reason": f"planner not importable: {type(exc).__name__}: {exc}"}
     common = dict(gpu=device_name, precision=precision, engine=engine, gpus=gpus, group_size=group_size)
     try:
+        from qfit.model.sources import load_model
+        model = load_model(model_ref)  # once: make_plan accepts the loaded model
         prefill, decode = [], []
         for n in input_lens:
-            perf = _plan(make_plan, model_ref, context=n, batch=1, **common)["performance"]
+            perf = _plan(make_plan, model, context=n, input_len=n, batch=1, **common)["performance"]
+            if not perf:
+                return {"available": False, "reason": "the planner returned no performance estimate "
+                        "(speed model not available)", "request": common}
             prefill.append({"input_len": n, "tokens_per_s": perf.get("prefill_tokens_per_s"), "ttft_s": perf.get("ttft_s")})
         context = min(input_lens) + output_tokens
         last = None
         for b in batches:
-            last = _plan(make_plan, model_ref, context=context, batch=b, **common)
-            perf = last["performance"]
+            last = _plan(make_plan, model, context=context, input_len=min(input_lens), output_len=output_tokens,
+                         batch=b, **common)
+            perf = last["performance"] or {}
             decode.append({"batch": b, "context": context, "tokens_per_s_per_seq": perf.get("decode_tokens_per_s"),
                            "tpot_s": perf.get("tpot_s"), "ttft_s": perf.get("ttft_s"), "bound": perf.get("bound"),
                            "memory_total_gib": last.get("memory", {}).get("total_gib")})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Sequence
 
 from qfit.errors import QfitError
@@ -29,29 +28,16 @@ def pick_device(device: str) -> str:
 
 
 def _load(model_ref: str, dtype: str, device: str, trust_remote_code: bool):
-    """Model and tokenizer through qfit.loading (GGUF -> cached float folder, hub ids) when present."""
-    import torch
-    torch_dtype = getattr(torch, _DTYPES[dtype])
-    try:
-        from qfit import loading
-    except ImportError:  # shared loader not merged yet: plain local folders only
-        loading = None
-    if loading is not None:
-        folder = loading.resolve_model_dir(model_ref)
-        model = loading.load_causal_lm(folder, torch_dtype, device, trust_remote_code=trust_remote_code)
-        return folder, model, loading.load_tokenizer(folder)
-    folder = Path(model_ref)
-    if not (folder / "config.json").is_file():
-        raise QfitError(f"model {model_ref!r} not found: expected a folder with config.json")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    return folder, model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+    """Model and tokenizer through qfit.loading (local folder, .gguf converted once to a float folder, hub id)."""
+    from qfit import loading
+    folder = loading.resolve_model_dir(model_ref)
+    model = loading.load_causal_lm(folder, dtype=_DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+    return folder, model, loading.load_tokenizer(folder, trust_remote_code=trust_remote_code)
 
 
 def precision_of(config, dtype: str) -> str:
-    qc = getattr(config, "quantization_config", None)
+    qc = _qc_dict(config)
     if qc is not None:
-        qc = qc if isinstance(qc, dict) else qc.to_dict()
         method = str(qc.get("quant_method", "")).lower()
         if method in ("gptq", "awq") and qc.get("bits"):
             return f"{method}-int{qc['bits']}"
@@ -81,7 +67,17 @@ def model_info(folder, model, dtype: str) -> ModelInfo:
     return ModelInfo(path=str(folder), precision=precision_of(model.config, dtype), dtype=_DTYPES[dtype],
                      params=params, weight_bytes=weight_bytes, decode_read_bytes=decode_read, kv_bytes_per_token=kv,
                      layers=layers, vocab=getattr(cfg, "vocab_size", None),
-                     extra={"tied_embeddings": tied, "architecture": (model.config.architectures or ["?"])[0]})
+                     extra={"tied_embeddings": tied, "architecture": (model.config.architectures or ["?"])[0],
+                            "quantization_config": _qc_dict(model.config)})
+
+
+def _qc_dict(config) -> dict | None:
+    qc = getattr(config, "quantization_config", None)
+    if qc is None:
+        return None
+    qc = qc if isinstance(qc, dict) else qc.to_dict()
+    keep = ("quant_method", "bits", "group_size", "desc_act", "sym", "format", "checkpoint_format")
+    return {k: qc[k] for k in keep if k in qc}
 
 
 class TransformersBackend(Backend):
