@@ -53,3 +53,17 @@ def smollm2_dir(smollm2_gguf: Path, test_cache: Path) -> Path:
     from qfit.loading import resolve_model_dir
 
     return resolve_model_dir(smollm2_gguf, cache_dir=test_cache / "gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (hidden 64) saved as float32 safetensors: fast input for RTN/packing/inspect tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(str(path), safe_serialization=True)
+    return path

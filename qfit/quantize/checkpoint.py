@@ -69,15 +69,34 @@ def copy_side_files(src: Path, dest: Path) -> list[str]:
     return copied
 
 
-def finalize_config(out_dir: Path, qcfg: dict, *, dtype: str = "float16") -> dict:
+# Files some engines add beside the checkpoint that no loader reads (GPTQModel's per-module CSV; our report has it).
+EXTRA_FILES = ("quant_log.csv",)
+_DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+
+
+def float_dtype(out_dir: Path) -> str:
+    """The dtype of the non-quantized float tensors (norms, embeddings), which config.json's dtype must describe."""
+    from qfit.quantize.inspect import read_header
+
+    counts: dict[str, int] = {}
+    for shard in Path(out_dir).glob("*.safetensors"):
+        for name, entry in read_header(shard).items():
+            if entry["dtype"] in _DTYPE_NAMES and not name.endswith(".scales"):
+                counts[entry["dtype"]] = counts.get(entry["dtype"], 0) + 1
+    return _DTYPE_NAMES[max(counts, key=counts.get)] if counts else "float16"
+
+
+def finalize_config(out_dir: Path, qcfg: dict) -> dict:
     """Make config.json carry exactly the standard quantization_config and write quantize_config.json beside it.
 
     GPTQModel and transformers add extra keys (and paths in meta); tools that read these files should see one
     consistent, path-free description. Returns the final config."""
     out_dir = Path(out_dir)
+    for name in EXTRA_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     config = read_config(out_dir)
     config["quantization_config"] = qcfg
-    config["dtype"] = dtype
+    config["dtype"] = float_dtype(out_dir)
     config.pop("torch_dtype", None)
     write_json(out_dir / "config.json", config)
     write_json(out_dir / "quantize_config.json", qcfg)
@@ -99,8 +118,8 @@ def scrub_text(out_dir: Path, forbidden: list[str]) -> list[str]:
 def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym: bool, on_layer=None) -> list[dict]:
     """Round-to-nearest every quantizable tensor of a float folder into a v1 checkpoint at out_dir.
 
-    Tensors are read one at a time from the safetensors files; non-quantized tensors are stored as fp16, as GPTQ
-    checkpoints conventionally are. Returns per-layer stats (relative weight error, seconds)."""
+    Tensors are read one at a time from the safetensors files; non-quantized tensors are stored as bf16, as GPTQModel
+    stores them, so RTN and GPTQ checkpoints differ only in how the linear weights were rounded. Returns per-layer stats (relative weight error, seconds)."""
     import time
 
     import torch
@@ -111,13 +130,14 @@ def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym
 
     out: dict = {}
     stats: dict[int, dict] = {}
+    current = None  # tensors of one layer are contiguous in sorted header order: report a layer when the next starts
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as fh:
             for name in fh.keys():
                 t0 = time.perf_counter()
                 tensor = fh.get_tensor(name)
                 if not is_quantizable(name, tuple(tensor.shape)):
-                    out[name] = tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+                    out[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
                     continue
                 prefix = name[: -len(".weight")]
                 q, scales, zeros, g_idx = rtn_quantize(tensor, bits, group_size, sym)
@@ -127,9 +147,11 @@ def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym
                 row = stats.setdefault(layer_index(name), {"layer": layer_index(name), "modules": {}, "seconds": 0.0})
                 row["modules"][prefix.split(".", 3)[-1] if prefix.count(".") >= 3 else prefix] = {"rel_weight_error": err}
                 row["seconds"] += time.perf_counter() - t0
-                if on_layer:
-                    on_layer(layer_index(name))
-    # biases of quantized linears travel with them; keep any that were written as plain fp16 tensors
+                if on_layer and current is not None and layer_index(name) != current:
+                    on_layer(current)
+                current = layer_index(name)
+    if on_layer and current is not None:
+        on_layer(current)
     save_file(out, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
     return [stats[k] for k in sorted(stats)]
 

@@ -5,7 +5,8 @@ plus the calibration activations entering and leaving a block (nsamples x seqlen
 Hessian per linear of the block being processed (in_features^2 fp32 each, all of a block's linears alive together),
 plus one block's worth of packed output, plus the runtime's own baseline (torch + transformers + gptqmodel imports and
 allocator slack) which we measured on this kind of machine rather than derive: RUNTIME_BASE_BYTES.
-RTN (ours, tensor by tensor): the float model is memory-mapped, the output dict holds the packed model, plus the
+RTN (ours, tensor by tensor): the float model is memory-mapped (its touched pages count in RSS), the output dict
+holds the packed model, plus the
 largest tensor's fp32/int64 working copies (x6: float copy, int64 codes, rounding temporaries).
 """
 
@@ -46,7 +47,8 @@ def estimate_peak(*, method: str, device: str, float_bytes: int, working_dtype_b
         activ, hess = 0, 0
         work = largest_linear * (4 + 8 + 4 + 8 + 4 + 8)
         runtime = RTN_BASE_BYTES + work
-        model = 0  # memory-mapped reads: pages are shared with the page cache and dropped tensor by tensor
+        # memory-mapped reads: touched pages count in RSS (reclaimable, but the RSS we report includes them)
+        model = float_bytes
     else:
         activ = 2 * nsamples * seqlen * hidden * 4
         hess = sum(n * n * 4 for n in block_linear_in)

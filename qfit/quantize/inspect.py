@@ -78,7 +78,8 @@ class InspectResult:
         d = asdict(self)
         d["ok"] = self.ok
         d["modules_checked"] = len(self.modules)
-        d["modules"] = [asdict(m) for m in self.modules if m.problems or m.marlin_failures]
+        # only modules with layout problems are listed; Marlin shape failures are summarised in marlin_reasons
+        d["modules"] = [asdict(m) for m in self.modules if m.problems]
         return d
 
 

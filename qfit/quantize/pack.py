@@ -29,6 +29,11 @@ def pack_rows(values, bits: int):
     if n % 32:
         raise ValueError(f"cannot pack {n} rows: not a multiple of 32")
     v = values.to(torch.int64).reshape(n // 32, 32, m)
+    if 32 % bits == 0:  # fast path: whole values per word, value k of a word at shift bits*k
+        per = 32 // bits
+        v = v.reshape(n // per, per, m) << (torch.arange(per, dtype=torch.int64) * bits).view(1, per, 1)
+        packed = v.sum(dim=1)
+        return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
     shifts = torch.arange(bits, dtype=torch.int64)
     # bit b of value k lands at absolute bit position bits*k + b of its 32-value block
     bitplanes = ((v.unsqueeze(2) >> shifts.view(1, 1, bits, 1)) & 1).reshape(n // 32, 32 * bits, m)
@@ -47,6 +52,10 @@ def unpack_rows(packed, bits: int):
     if rows % bits:
         raise ValueError(f"{rows} packed rows are not a multiple of {bits} bits")
     w = packed.to(torch.int64) & 0xFFFFFFFF
+    if 32 % bits == 0:
+        per = 32 // bits
+        vals = (w.unsqueeze(1) >> (torch.arange(per, dtype=torch.int64) * bits).view(1, per, 1)) & (2**bits - 1)
+        return vals.reshape(rows * per, m)
     w = w.reshape(rows // bits, bits, 1, m)
     bitplanes = (w >> torch.arange(32, dtype=torch.int64).view(1, 1, 32, 1)) & 1  # [blocks, bits, 32, m]
     bitplanes = bitplanes.reshape(rows // bits, 32, bits, m)
