@@ -55,6 +55,16 @@ def _options(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _question_and_options(row: dict) -> tuple[str, list[tuple[str, str]]]:
+    """Some rows (one CommonsenseQA row) carry their first options at the end of the question: move them back."""
+    lines = str(row["question"]).rstrip().split("\n")
+    spill = []
+    while len(lines) > 1 and _OPTION.match(lines[-1]):
+        spill.insert(0, lines.pop())
+    options = _options("\n".join(spill + [str(row["options"])]))
+    return "\n".join(lines).strip(), options
+
+
 def _gold(row: dict, options: list[tuple[str, str]]) -> int:
     answer = str(row.get("answer", "")).strip()
     if not answer:
@@ -70,28 +80,28 @@ def _gold(row: dict, options: list[tuple[str, str]]) -> int:
 
 
 def _mmlu(row: dict) -> MCItem:
-    opts = _options(row["options"])
+    question, opts = _question_and_options(row)
     listing = "\n".join(f"{letter}. {text}" for letter, text in opts)
-    ctx = f"{row['question'].strip()}\n{listing}\nAnswer:"
+    ctx = f"{question}\n{listing}\nAnswer:"
     return MCItem(ctx, tuple(f" {letter}" for letter, _ in opts), _gold(row, opts))
 
 
 def _qa(prefix: str, suffix: str) -> Callable[[dict], MCItem]:
     def build(row: dict) -> MCItem:
-        opts = _options(row["options"])
-        ctx = f"{prefix}{row['question'].strip()}{suffix}"
+        question, opts = _question_and_options(row)
+        ctx = f"{prefix}{question}{suffix}"
         return MCItem(ctx, tuple(f" {text.strip()}" for _, text in opts), _gold(row, opts))
     return build
 
 
 def _openbookqa(row: dict) -> MCItem:
-    opts = _options(row["options"])
-    return MCItem(row["question"].strip(), tuple(f" {t.strip()}" for _, t in opts), _gold(row, opts))
+    question, opts = _question_and_options(row)
+    return MCItem(question, tuple(f" {t.strip()}" for _, t in opts), _gold(row, opts))
 
 
 def _siqa(row: dict) -> MCItem:
-    opts = _options(row["options"])
-    ctx = f"Q: {row['passage'].strip()} {row['question'].strip()}\nA:"
+    question, opts = _question_and_options(row)
+    ctx = f"Q: {row['passage'].strip()} {question}\nA:"
     return MCItem(ctx, tuple(f" {t.strip()}" for _, t in opts), _gold(row, opts))
 
 
