@@ -43,7 +43,7 @@ def calibrate(results, out, dry_run, as_json):
             if f[key]:
                 table.add_row(f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
                               f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %")
-    console = Console()
-    console.print(table)
+    import sys
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     for p in written:
-        console.print(f"wrote {p}")
+        click.echo(f"wrote {p}")

@@ -35,8 +35,8 @@ def _progress_factory(enabled: bool):
 @click.option("--backend", default="transformers", show_default=True, help="transformers | vllm | llama.cpp")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Compute dtype of float weights (transformers/vllm).")
-@click.option("--eval", "evals", default="ppl,kl,piqa,mmlu", show_default=True,
-              help="Comma list: ppl, kl, mmlu, mmlu-full, piqa, openbookqa, commonsenseqa, siqa, boolq, lmeval:<task>; "
+@click.option("--eval", "evals", default=None,
+              help="Default: ppl,kl,piqa,mmlu with --baseline, else ppl,piqa,mmlu. Comma list: ppl, kl, mmlu, mmlu-full, piqa, openbookqa, commonsenseqa, siqa, boolq, lmeval:<task>; "
                    "'none' skips quality.")
 @click.option("--text", default="xsum", show_default=True,
               help="Perplexity text: xsum, boolq-passages, pydoc or a local .txt/.jsonl/.parquet file (eval split).")
@@ -72,7 +72,7 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     require(backend_name(backend))  # a missing engine fails before anything is loaded
     opts = ProfileOptions(
         model=model, baseline=baseline, device=device, backend=backend_name(backend), dtype=dtype,
-        evals=parse_evals(evals, baseline is not None), text=text,
+        evals=parse_evals(evals or ("ppl,kl,piqa,mmlu" if baseline else "ppl,piqa,mmlu"), baseline is not None), text=text,
         ppl_tokens=parse_tokens(ppl_tokens, "--ppl-tokens"), ppl_window=parse_tokens(ppl_window, "--ppl-window"),
         ppl_stride=parse_tokens(ppl_stride, "--ppl-stride") if ppl_stride else None, bos=bos,
         limit=parse_positive_int(limit, "--limit"), input_lens=parse_int_list(input_lens, "--input-lens", 1 << 20),

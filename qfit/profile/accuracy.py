@@ -107,7 +107,11 @@ def evaluate_text(model, base, text: str, proto: TextProtocol, tick: Callable[[]
            "model": {"ppl": metrics.perplexity(nll_m).to_dict(), "mean_nll": metrics.mean(nll_m)}}
     if base is not None:
         out["base"] = {"ppl": metrics.perplexity(nll_b).to_dict(), "mean_nll": metrics.mean(nll_b)}
-        out["ppl_ratio"] = metrics.ppl_ratio(nll_m, nll_b).to_dict()
+        ratio = metrics.ppl_ratio(nll_m, nll_b)
+        out["ppl_ratio"] = ratio.to_dict()
+        # retained % in perplexity terms: 100 * PPL(base) / PPL(model), interval from the paired ratio's bounds
+        out["retained_pct"] = {"value": 100 / ratio.value, "low": 100 / ratio.high, "high": 100 / ratio.low,
+                               "n": ratio.n, "how": "100 * PPL(base) / PPL(model)"}
         if full_pair:
             out["kl"] = metrics.mean_estimate(kls).to_dict() | {"max": max(kls), "p99": metrics.percentile(kls, 99)}
             out["top1_agreement"] = metrics.proportion(agree).to_dict()
