@@ -71,8 +71,9 @@ def _accuracy(opts: ProfileOptions, model, base, progress) -> dict:
     from qfit.profile import accuracy
     out: dict = {"tasks": []}
     if "ppl" in opts.evals or "kl" in opts.evals:
-        from qfit.data.texts import load_text
-        loaded = load_text(opts.text, split="eval")
+        from qfit.data.texts import BUILTIN, load_text
+        # built-in sources: the eval split, disjoint from what `qfit quantize` calibrates on; a user's file: all of it
+        loaded = load_text(opts.text, split="eval" if opts.text in BUILTIN else "all")
         proto = accuracy.TextProtocol(source=opts.text, max_tokens=opts.ppl_tokens, window=opts.ppl_window,
                                       stride=opts.ppl_stride or opts.ppl_window, bos=opts.bos)
         n_windows = max(1, -(-opts.ppl_tokens // proto.stride))
