@@ -98,10 +98,10 @@ def quality_rows(result: dict) -> list[list[str]]:
     rows = []
     text = result["accuracy"].get("text")
     if text:
+        ratio, kept = text.get("ppl_ratio"), text.get("retained_pct")
         rows.append(["perplexity (" + text["protocol"]["source"] + ")", _est(text["model"]["ppl"], "{:.2f}"),
                      _est(text.get("base", {}).get("ppl"), "{:.2f}"),
-                     f"x{text['ppl_ratio']['value']:.4f} [{text['ppl_ratio']['low']:.4f}, {text['ppl_ratio']['high']:.4f}]"
-                     if text.get("ppl_ratio") else "—"])
+                     f"{_interval(kept)}; ppl x{ratio['value']:.4f}" if ratio else "—"])
         if "kl" in text:
             rows.append(["KL(base‖model), nats/token", _est(text["kl"], "{:.4f}"), "—", "—"])
             ta = text["top1_agreement"]
