@@ -65,7 +65,7 @@ def text_tokens(backend, text: str, max_tokens: int) -> list[int]:
     return ids[:max_tokens]
 
 
-def _window_scores(backend, inp: list[int], offset: int, lo: int, hi: int):
+def _window_scores(backend, inp: list[int], lo: int, hi: int):
     """Log-probs [hi-lo, V] (or None) and per-token log-likelihood of the targets inp[lo+1 .. hi]."""
     full = backend.full_logprobs(inp) if backend.supports_full_logprobs else None
     if full is not None:
@@ -93,10 +93,10 @@ def evaluate_text(model, base, text: str, proto: TextProtocol, tick: Callable[[]
         inp = head + ids[start:end]
         # position p of inp predicts inp[p+1]; token index i sits at position i - start + len(head)
         lo, hi = score_from - start + len(head) - 1, end - start + len(head) - 1
-        rows_m, ll_m = _window_scores(model, inp, 0, lo, hi)
+        rows_m, ll_m = _window_scores(model, inp, lo, hi)
         nll_m += [-x for x in ll_m]
         if base is not None:
-            rows_b, ll_b = _window_scores(base, inp, 0, lo, hi)
+            rows_b, ll_b = _window_scores(base, inp, lo, hi)
             nll_b += [-x for x in ll_b]
             if full_pair:
                 kls += (rows_b.exp() * (rows_b - rows_m)).sum(-1).tolist()
@@ -145,7 +145,7 @@ def encode_choice(backend, context: str, continuation: str, bos: bool) -> tuple[
     head = [backend.bos_id] if bos else []
     if not head and not ctx:
         raise QfitError("a multiple-choice item has an empty context and no BOS to condition on")
-    return head + (ctx if whole[:len(ctx)] == ctx else ctx), cont
+    return head + ctx, cont
 
 
 def score_items(backend, items, bos: bool, tick: Callable[[], None]) -> list[ChoiceScores]:
