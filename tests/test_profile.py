@@ -165,3 +165,17 @@ def test_cli_bad_input_is_one_line(args, error):
     assert res.exit_code == 2, res.output
     assert error in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_precision_name_from_config_with_enum_quant_method():
+    import enum
+    from types import SimpleNamespace
+
+    from qfit.profile.backends.hf import precision_of
+
+    class Method(str, enum.Enum):
+        GPTQ = "gptq"
+
+    cfg = SimpleNamespace(quantization_config={"quant_method": Method.GPTQ, "bits": 4, "group_size": 64})
+    assert precision_of(cfg, "fp32") == "gptq-int4"
+    assert precision_of(SimpleNamespace(), "bf16") == "bf16"

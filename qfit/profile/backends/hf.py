@@ -77,7 +77,8 @@ def _qc_dict(config) -> dict | None:
         return None
     qc = qc if isinstance(qc, dict) else qc.to_dict()
     keep = ("quant_method", "bits", "group_size", "desc_act", "sym", "format", "checkpoint_format")
-    return {k: qc[k] for k in keep if k in qc}
+    # transformers' to_dict() keeps enums (QuantizationMethod.GPTQ): store their plain values
+    return {k: getattr(qc[k], "value", qc[k]) for k in keep if k in qc}
 
 
 class TransformersBackend(Backend):
