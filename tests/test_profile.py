@@ -1,0 +1,181 @@
+"""qfit profile without a real model: window plans, scoring on a fake backend, comparison, report, CLI errors."""
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from qfit.cli import cli
+from qfit.errors import QfitError
+from qfit.profile import accuracy, predict, report
+from qfit.profile.backends.base import Backend, ModelInfo
+
+
+@pytest.mark.parametrize("n,window,stride,bos,expected", [
+    (8, 4, 4, False, [(0, 4, 1), (4, 8, 5)]),            # without BOS a window's first token has no context
+    (8, 4, 4, True, [(0, 4, 0), (4, 8, 4)]),
+    (8, 4, 2, False, [(0, 4, 1), (2, 6, 4), (4, 8, 6)]),  # sliding: each token scored once, with more context
+    (10, 4, 4, False, [(0, 4, 1), (4, 8, 5), (8, 10, 9)]),
+])
+def test_plan_windows(n, window, stride, bos, expected):
+    plan = accuracy.plan_windows(n, window, stride, bos)
+    assert plan == expected
+    scored = [i for _, end, frm in plan for i in range(frm, end)]
+    assert scored == sorted(set(scored))  # no token scored twice
+    if bos or stride < window:
+        assert scored == list(range(0 if bos else 1, n))
+
+
+@pytest.mark.parametrize("n,window,stride,error", [
+    (3, 4, 4, "text too short for the window"), (8, 1, 1, "at least 2"), (8, 4, 5, "stride"), (8, 4, 0, "stride"),
+])
+def test_plan_windows_errors(n, window, stride, error):
+    with pytest.raises(QfitError, match=error):
+        accuracy.plan_windows(n, window, stride, False)
+
+
+class FakeBackend(Backend):
+    """Characters are tokens (vocab = 4 letters); next-token log-probs come from a fixed table keyed by the last token."""
+
+    name = "fake"
+    supports_full_logprobs = True
+    VOCAB = "abcd"
+
+    def __init__(self, table):
+        self.table = table
+        self.device = "cpu"
+        self.info = ModelInfo("fake", "fp32", "float32", 0, 0, 0, 0)
+
+    def encode(self, text, add_special_tokens=True):
+        return [self.VOCAB.index(c) for c in text if c in self.VOCAB]
+
+    def full_logprobs(self, ids):
+        import torch
+        return torch.log_softmax(torch.tensor([self.table[i] for i in ids], dtype=torch.float32), -1)
+
+    def token_logprobs(self, ids):
+        lp = self.full_logprobs(ids)
+        return [float(lp[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+
+
+UNIFORM = [[0.0] * 4] * 4
+PEAKED = [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 2.0]]
+
+
+def test_evaluate_text_uniform_model_has_ppl_vocab_and_self_kl_zero():
+    pytest.importorskip("torch")
+    proto = accuracy.TextProtocol("t", 100, 4, 4, "no")
+    res = accuracy.evaluate_text(FakeBackend(UNIFORM), FakeBackend(UNIFORM), "abcdabcdab", proto)
+    assert res["model"]["ppl"]["value"] == pytest.approx(4.0)
+    assert res["protocol"]["tokens_scored"] == 7  # windows (0,4) (4,8) (8,10), first token of each unscored
+    assert res["kl"]["value"] == pytest.approx(0.0, abs=1e-7)
+    assert res["top1_agreement"]["value"] == 1.0
+    assert res["retained_pct"]["value"] == pytest.approx(100.0)
+
+
+def test_evaluate_text_kl_matches_hand_value():
+    pytest.importorskip("torch")
+    proto = accuracy.TextProtocol("t", 100, 4, 4, "no")
+    res = accuracy.evaluate_text(FakeBackend(PEAKED), FakeBackend(UNIFORM), "aaaa", proto)
+    p = [math.exp(2) / (math.exp(2) + 3)] + [1 / (math.exp(2) + 3)] * 3  # model (peaked) vs base (uniform)
+    kl = sum(0.25 * math.log(0.25 / q) for q in p)  # KL(base || model)
+    assert res["kl"]["value"] == pytest.approx(kl, rel=1e-5)
+    assert res["top1_agreement"]["value"] == 1.0  # uniform argmax is index 0, as is the peaked row for 'a'
+    assert res["ppl_ratio"]["value"] < 1  # every target is 'a', which the peaked model favours
+
+
+def test_score_items_and_task_retained():
+    pytest.importorskip("torch")
+    from qfit.data.tasks import MCItem, TaskSpec
+    items = [MCItem("a", (" a", " b"), 0), MCItem("b", (" a", " b"), 1)]
+    spec = TaskSpec("toy", "-", "toy", lambda r: r, "hand-made")
+    res = accuracy.evaluate_task(FakeBackend(PEAKED), FakeBackend(PEAKED), spec, items, "no")
+    assert res["model"]["acc"]["value"] == 1.0
+    assert res["retained_pct"]["acc"]["value"] == pytest.approx(100.0)
+
+
+def test_split_context_moves_trailing_space():
+    assert accuracy.split_context("Answer: ", "yes") == ("Answer:", " yes")
+    assert accuracy.split_context("Answer:", " yes") == ("Answer:", " yes")
+
+
+def _speed_row(batch, tps):
+    s = {"mean": 1 / tps, "p50": 1 / tps, "p90": 1 / tps, "p99": 1 / tps, "cv": 0.0}
+    return {"batch": batch, "tpot_s": s, "ttft_s": s, "tokens_per_s_per_seq": {"mean": tps, "cv": 0.0},
+            "tokens_per_s_total": {"mean": batch * tps}, "bandwidth": {"achieved_gbps": None}}
+
+
+def test_compare_ratio_and_missing_prediction():
+    speed = {"prefill": [{"input_len": 32, "tokens_per_s": {"mean": 100.0}}], "decode": [_speed_row(1, 10.0)]}
+    pred = {"available": True, "prefill": [{"input_len": 32, "tokens_per_s": 50.0}],
+            "decode": [{"batch": 1, "tokens_per_s_per_seq": 20.0, "tpot_s": 0.05, "ttft_s": 0.2}]}
+    comp = predict.compare(speed, pred)
+    assert comp["prefill"][0]["ratio"] == pytest.approx(2.0)
+    assert comp["decode"][0]["ratio"] == pytest.approx(0.5)
+    none = predict.compare(speed, {"available": False, "reason": "x"})
+    assert none["decode"][0]["ratio"] is None and none["prefill"][0]["predicted_tokens_per_s"] is None
+
+
+def test_prediction_is_guarded():
+    res = predict.planner_prediction("/nonexistent/model", precision="fp32", device_name="cpu", engine="transformers",
+                                     input_lens=[32], batches=[1], output_tokens=4)
+    assert res["available"] is False and res["reason"]
+
+
+def test_bandwidth_maths():
+    from qfit.profile.speed import bandwidth, decode_read_bytes
+    info = ModelInfo("m", "fp32", "float32", 0, 1000, 800, 10)
+    assert decode_read_bytes(info, 2, 50) == 800 + 10 * 2 * 50
+    bw = bandwidth(2e9, 0.5, 8.0)
+    assert bw["achieved_gbps"] == pytest.approx(4.0) and bw["fraction"] == pytest.approx(0.5)
+    assert bandwidth(2e9, 0.5, None)["fraction"] is None
+
+
+def test_markdown_renders_na_prediction():
+    result = {"schema": report.SCHEMA, "created": "now", "qfit": {"version": "0", "git_commit": None},
+              "host": {}, "device": {"kind": "cpu", "name": "host CPU", "threads": 1}, "versions": {"torch": "x"},
+              "backend": "transformers", "model": {"path": "/m/a", "precision": "gptq-int4", "weight_bytes": 10},
+              "baseline": None, "methods": ["m"], "accuracy": {"tasks": []},
+              "speed": {"protocol": {"warmup": 1, "trials": 2, "decode_prompt_len": 32, "output_tokens": 4},
+                        "prefill": [], "decode": [_speed_row(1, 10.0)],
+                        "peak_memory": {"kind": "process-rss", "bytes": 2**30, "how": "rss"}},
+              "prediction": {"available": False, "reason": "planner not importable"},
+              "comparison": {"prefill": [], "decode": [{"predicted_tokens_per_s_per_seq": None, "ratio": None}]}}
+    report.validate(result)
+    md = report.render_markdown(result)
+    assert "| 1 | 10.0 | 10.0 |" in md and "n/a (planner not importable)" in md
+    with pytest.raises(ValueError):
+        report.validate({k: v for k, v in result.items() if k != "speed"})
+
+
+@pytest.mark.parametrize("args,error", [
+    (["/nonexistent/model"], "model /nonexistent/model does not exist"),
+    (["/nonexistent/m.gguf"], "does not exist"),
+    (["x", "--eval", "ppl,hellaswag"], "unknown task 'hellaswag'"),
+    (["x", "--eval", "kl"], "pass --baseline"),
+    (["x", "--backend", "vllm"], "backend vllm needs the vllm package"),
+    (["x", "--backend", "llama.cpp"], "pip install llama-cpp-python"),
+    (["x", "--backend", "tgi"], "unknown backend 'tgi'"),
+    (["x", "--plot"], "pass --out DIR"),
+    (["x", "--limit", "0"], "--limit must be positive"),
+    (["x", "--output-tokens", "1"], "at least 2"),
+])
+def test_cli_bad_input_is_one_line(args, error):
+    res = CliRunner().invoke(cli, ["profile", *args])
+    assert res.exit_code == 2, res.output
+    assert error in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_precision_name_from_config_with_enum_quant_method():
+    import enum
+    from types import SimpleNamespace
+
+    from qfit.profile.backends.hf import precision_of
+
+    class Method(str, enum.Enum):
+        GPTQ = "gptq"
+
+    cfg = SimpleNamespace(quantization_config={"quant_method": Method.GPTQ, "bits": 4, "group_size": 64})
+    assert precision_of(cfg, "fp32") == "gptq-int4"
+    assert precision_of(SimpleNamespace(), "bf16") == "bf16"
