@@ -372,7 +372,7 @@ def get_accelerator(name: str, variant: str | None = None) -> Accelerator:
     if text.lower() in {"cpu", "host", "host cpu"}:  # the machine at hand is a device too (qfit/host.py)
         from qfit.host import host_accelerator
 
-        return host_accelerator()
+        return host_accelerator(measure=True)
     directory = str(_gpu_dir())
     accs, idx = _load(directory), _index(directory)
     q = _parse(text)

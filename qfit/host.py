@@ -133,13 +133,19 @@ def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
-def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path = CACHE):
-    """The host as an Accelerator (vendor "cpu"). Raises QfitError when no bandwidth figure can be sourced."""
+def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path = CACHE,
+                     measure: bool = False):
+    """The host as an Accelerator (vendor "cpu"). Without a recorded or tabled bandwidth figure, `measure=True` takes
+    one (a ~1 s single-threaded copy, cached per CPU model); otherwise raises QfitError."""
     from qfit.hardware import Accelerator, Interconnect, Tflops
 
     cpu = parse_cpuinfo(cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo"), os.cpu_count())
     total, avail = parse_meminfo(meminfo if meminfo is not None else _read("/proc/meminfo"))
     bw = cached_bandwidth(cpu.model, cache) or table_bandwidth(cpu.model)
+    if bw is None and measure:
+        record_bandwidth(cpu.model, measure_bandwidth(), "measured: single-threaded numpy copy (lower bound), "
+                         "taken by qfit on first use", cache)
+        bw = cached_bandwidth(cpu.model, cache)
     if bw is None:
         raise QfitError(f"no memory-bandwidth figure for {cpu.model!r}: record one with "
                         "`python -c \"from qfit.host import *; c=parse_cpuinfo(open('/proc/cpuinfo').read()); "

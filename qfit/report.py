@@ -13,6 +13,10 @@ if not console.is_terminal:  # piped or captured: tables stay readable instead o
     console = Console(width=160)
 
 
+def _cap(gib: float) -> str:
+    return f"{gib:g}" if float(gib).is_integer() else f"{gib:.1f}"
+
+
 def _gib(x: float) -> str:
     return f"{x / GIB:,.1f}"
 
@@ -22,7 +26,7 @@ def _title(p) -> str:
     moe = f", {fmt_count(prm.active)} active" if prm.active < prm.total else ""
     g = f" g{p.precision.group_size}" if p.precision.family in {"gptq", "awq"} else ""
     return (f"[bold]{spec.name}[/] ({fmt_count(prm.total)} params{moe}, {spec.attention_kind}) on "
-            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({p.accelerator.memory_gib:g} GiB) — {p.precision.name}{g}, "
+            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.name}{g}, "
             f"{p.engine.name}, context {fmt_tokens(p.context)}, batch {p.batch}, KV {p.kv_dtype}")
 
 
@@ -117,7 +121,7 @@ def print_precisions(plans: list) -> None:
     """One accelerator, every precision: weights, per-GPU need, verdict, GPUs needed, max context, speed."""
     p0 = plans[0]
     console.print(f"[bold]{p0.model.spec.name}[/] ({fmt_count(p0.params.total)} params, {p0.model.spec.attention_kind})"
-                  f" on [bold]{p0.gpus} x {p0.accelerator.name}[/] ({p0.accelerator.memory_gib:g} GiB each) — "
+                  f" on [bold]{p0.gpus} x {p0.accelerator.name}[/] ({_cap(p0.accelerator.memory_gib)} GiB each) — "
                   f"context {fmt_tokens(p0.context)}, batch {p0.batch}")
     t = Table(header_style="bold", box=None)
     for col in ("precision", "engine", "weights GB", "KV GiB", "per GPU GiB", "verdict", "GPUs needed",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 
 from qfit.errors import QfitError
 from qfit.paths import profiles_dir
@@ -71,6 +72,9 @@ class Efficiency:
     calibrated: bool
     format: FormatFactor = field(default_factory=lambda: FormatFactor("*"))
     notes: tuple[str, ...] = ()
+    decode_speed_factor: float = 1.0    # user calibration overlay (`qfit calibrate`), 1.0 when none
+    prefill_speed_factor: float = 1.0
+    overlay: str | None = None          # path of the overlay the factors came from
 
     @property
     def decode_bw(self) -> float:
@@ -177,6 +181,37 @@ def _transfer_floor(band: dict) -> dict:
     out["basis"] = (f"{band.get('basis', 'calibration residuals')}; calibrated on one device only, so floored at "
                     f"{TRANSFER_FLOOR_PCT:g} % (cross-device error measured on llama.cpp CUDA: 19.6 %)")
     return out
+
+
+def user_overlay(engine: str, backend: str) -> tuple[dict, str] | None:
+    """Factors `qfit calibrate` wrote for this engine x device family, from the user's config dir (never the repo)."""
+    import os
+
+    root = os.environ.get("QFIT_CONFIG_DIR")
+    path = (Path(root) if root else Path.home() / ".config" / "qfit") / "engines" / f"{engine}.yaml"
+    if not path.is_file():
+        return None
+    import yaml  # only when an overlay exists
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise QfitError(f"cannot read calibration overlay {path}: {str(exc).splitlines()[0]}") from None
+    entry = (data.get("calibrations") or {}).get(backend)
+    return (entry, str(path)) if isinstance(entry, dict) else None
+
+
+def apply_overlay(eff: Efficiency) -> Efficiency:
+    found = user_overlay(eff.engine, eff.backend)
+    if not found:
+        return eff
+    entry, path = found
+    d, p = float(entry.get("decode_speed_factor", 1.0)), float(entry.get("prefill_speed_factor", 1.0))
+    if not (0.01 < d < 100 and 0.01 < p < 100):
+        raise QfitError(f"calibration overlay {path}: implausible factors decode x{d:g}, prefill x{p:g}")
+    note = (f"user calibration overlay {path}: decode x{d:.3g}, prefill x{p:.3g} "
+            f"(from {sum((entry.get('points') or {}).values())} measured points)")
+    return replace(eff, decode_speed_factor=d, prefill_speed_factor=p, overlay=path, notes=eff.notes + (note,))
 
 
 def with_params(eff: Efficiency, **params) -> Efficiency:

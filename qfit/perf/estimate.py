@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from qfit.errors import QfitError
-from qfit.perf.efficiency import Efficiency, backend_for, efficiency_for
+from qfit.perf.efficiency import Efficiency, apply_overlay, backend_for, efficiency_for
 from qfit.perf.roofline import Device, StepTime, decode_step, prefill
 from qfit.perf.workload import kv_dtype_bytes, shape_of, weight_traffic
 
@@ -130,7 +130,7 @@ def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus:
     if batch < 1 or gpus < 1 or input_len < 0:
         raise QfitError("batch and gpus must be >= 1 and input_len >= 0")
     name = precision_name(precision)
-    eff = efficiency or efficiency_for(engine, backend_for(accelerator), name)
+    eff = efficiency or apply_overlay(efficiency_for(engine, backend_for(accelerator), name))
     shape = shape_of(spec)
     traffic = weight_traffic(groups, weights, shape)
     dev, notes = device_view(accelerator, name, gpus, eff.compute_peak)
@@ -139,14 +139,20 @@ def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus:
         context = input_len + (output_len or 0) // 2
     step = decode_step(shape, traffic, dev, eff, batch=batch, context=max(context, 1), kv_bytes=kv_dtype_bytes(kv_dtype))
     pre = prefill(shape, traffic, dev, eff, batch=batch, tokens=max(input_len, 1))
+    step_s = step.seconds / eff.decode_speed_factor      # 1.0 unless a user overlay (`qfit calibrate`) applies
+    pre_s = pre.seconds / eff.prefill_speed_factor
+    breakdown = _breakdown(step, pre)
+    if eff.overlay:
+        breakdown["overlay_factors"] = {"decode": eff.decode_speed_factor, "prefill": eff.prefill_speed_factor,
+                                        "path": eff.overlay}
     est = PerfEstimate(
-        prefill_tokens_per_s=batch * max(input_len, 1) / pre.seconds, decode_tokens_per_s=1.0 / step.seconds,
-        ttft_s=pre.seconds if input_len else 0.0, tpot_s=step.seconds, bound=step.bound,
-        aggregate_tokens_per_s=batch / step.seconds, batch=batch,
+        prefill_tokens_per_s=batch * max(input_len, 1) / pre_s, decode_tokens_per_s=1.0 / step_s,
+        ttft_s=pre_s if input_len else 0.0, tpot_s=step_s, bound=step.bound,
+        aggregate_tokens_per_s=batch / step_s, batch=batch,
         assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes), error_band=dict(eff.error_band),
-        breakdown=_breakdown(step, pre))
+        breakdown=breakdown)
     if output_len:
-        est.e2e_s = est.ttft_s + output_len * step.seconds
+        est.e2e_s = est.ttft_s + output_len * step_s
         est.e2e_tokens_per_s = output_len / est.e2e_s
     return est
 
@@ -171,7 +177,7 @@ def batch_curve(spec, groups, weights, precision, accelerator, *, batches: list[
                 output_len: int | None = None, memory_fn: Callable[[int], tuple[float, bool]] | None = None
                 ) -> list[CurvePoint]:
     """One point per batch size. memory_fn(batch) -> (total GiB, fits) comes from the memory model (plan.py)."""
-    eff = efficiency_for(engine, backend_for(accelerator), precision_name(precision))
+    eff = apply_overlay(efficiency_for(engine, backend_for(accelerator), precision_name(precision)))
     points = []
     for b in sorted(set(batches)):
         est = estimate_performance(spec, groups, weights, precision, accelerator, gpus=gpus, engine=engine, batch=b,

@@ -55,9 +55,13 @@ def planner_prediction(model_ref: str, *, precision: str, device_name: str, engi
     except Exception as exc:  # noqa: BLE001 - the report must survive a planner bug; the reason is recorded
         return {"available": False, "reason": f"planner failed: {type(exc).__name__}: {exc}", "request": common}
     accel = (last or {}).get("accelerator", {})
+    perf = (last or {}).get("performance") or {}
+    overlay = (perf.get("breakdown") or {}).get("overlay_factors")
     return {"available": True, "request": common | {"model": model_ref}, "prefill": prefill, "decode": decode,
             "accelerator": accel, "bandwidth_gbps": accel.get("bandwidth_gbps"),
-            "assumptions": (last or {}).get("assumptions", [])}
+            "assumptions": (last or {}).get("assumptions", []) + perf.get("assumptions", []),
+            "error_band": perf.get("error_band"),
+            **({"overlay_factors": overlay} if overlay else {})}
 
 
 def _ratio(measured, predicted):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from qfit.perf import efficiency_for, estimate_performance
+from qfit.perf.efficiency import apply_overlay
 from qfit.perf.efficiency import backend_for
 from qfit.perf.estimate import device_view
 from qfit.perf.roofline import decode_step, prefill
@@ -37,7 +38,7 @@ class SpeedInputs:
 
 @lru_cache(maxsize=None)
 def _efficiency(engine: str, backend: str, precision: str):
-    return efficiency_for(engine, backend, precision)
+    return apply_overlay(efficiency_for(engine, backend, precision))
 
 
 class ReplicaSpeed:
@@ -57,13 +58,14 @@ class ReplicaSpeed:
         if key not in self._tpot:
             i = self.inputs
             self._tpot[key] = decode_step(i.shape, i.traffic, self.dev, self.eff, batch=batch, context=max(context, 1),
-                                          kv_bytes=self.kv_bytes).seconds
+                                          kv_bytes=self.kv_bytes).seconds / self.eff.decode_speed_factor
         return self._tpot[key]
 
     def prefill_s(self, batch: int, tokens: int) -> float:
         """Seconds to prefill `batch` prompts of `tokens` tokens (= estimate_performance.ttft_s at that batch)."""
         i = self.inputs
-        return prefill(i.shape, i.traffic, self.dev, self.eff, batch=batch, tokens=max(tokens, 1)).seconds
+        return (prefill(i.shape, i.traffic, self.dev, self.eff, batch=batch, tokens=max(tokens, 1)).seconds
+                / self.eff.prefill_speed_factor)
 
     def estimate(self, *, batch: int, input_len: int, context: int, output_len: int | None = None):
         """The real qfit.perf call, for the rows that are shown (error band, assumptions)."""
