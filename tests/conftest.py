@@ -26,6 +26,8 @@ for _key, _value in {
     "HF_HOME": str(TEST_CACHE / "hf_home"),
     "QFIT_CACHE": str(TEST_CACHE / "qfit"),
     "TOKENIZERS_PARALLELISM": "false",
+    # a developer's own `qfit calibrate` overlays (~/.config/qfit) must not change what the tests expect
+    "QFIT_CONFIG_DIR": str(TEST_CACHE / "config"),
 }.items():
     os.environ.setdefault(_key, _value)
 
