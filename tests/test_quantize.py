@@ -143,9 +143,28 @@ def test_refuses_when_memory_cannot_hold_the_run(tiny_llama_dir, tmp_path, monke
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
 
 
+# The real CLI in a subprocess, with each layer slowed to 0.5 s so that a signal lands mid-run on a fast, idle machine
+# too (RTN of SmolLM2's 30 layers can finish within a second): the wrapper only delays, it changes nothing else.
+_SLOW_CLI = """
+import sys, time
+import qfit.quantize.checkpoint as ck
+_write = ck.write_rtn
+def _slow(*a, on_layer=None, **k):
+    def tick(i):
+        time.sleep(0.5)
+        if on_layer:
+            on_layer(i)
+    return _write(*a, on_layer=tick, **k)
+ck.write_rtn = _slow
+from qfit.cli import main
+sys.argv = ["qfit"] + sys.argv[1:]
+main()
+"""
+
+
 def _start(model_dir, out, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "qfit", "quantize", str(model_dir), str(out), "--method", "rtn",
+    return subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "quantize", str(model_dir), str(out), "--method", "rtn",
                              "--group-size", "64"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -166,7 +185,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(smollm2_dir, tmp_pat
     out = tmp_path / "ckpt"
     proc = _start(smollm2_dir, out)
     tmp = _wait_for_temp(proc, out)
-    time.sleep(1.0)  # mid-way: the 30 layers of SmolLM2 take far longer than this to quantize
+    time.sleep(1.0)  # mid-way: 30 layers at >= 0.5 s each take far longer than this
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert not out.exists()
