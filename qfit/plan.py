@@ -260,6 +260,7 @@ def make_plan(model: str | LoadedModel, *, gpu: str | Accelerator, precision: st
 EXTRAPOLATION = (
     (lambda plan: plan.model.spec.moe is not None, 1.5, "MoE routing/expert kernels (no MoE rows in the calibration)"),
     (lambda plan: plan.gpus > 1, 1.5, "multi-GPU communication (no multi-GPU rows in the calibration)"),
+    (lambda plan: plan.params.total > 24e9, 1.5, "a model over 3x the size of the calibrated ones (6.7-8B)"),
 )
 
 
