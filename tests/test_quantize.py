@@ -164,8 +164,11 @@ main()
 
 def _start(model_dir, out, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    # A non-interactive shell starts background jobs with SIGINT ignored, and children inherit that: restore the
+    # default so the child reacts to SIGINT as it does under a terminal's Ctrl-C.
     return subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "quantize", str(model_dir), str(out), "--method", "rtn",
-                             "--group-size", "64"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--group-size", "64"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_temp(proc, out, timeout=180):
