@@ -20,7 +20,7 @@ KV_DTYPES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0,
 _KV_ALIASES = {"f16": "fp16", "float16": "fp16", "bfloat16": "bf16", "f32": "fp32", "float32": "fp32",
                "auto": "bf16", "int8": "q8_0", "fp8-e4m3": "fp8_e4m3", "fp8-e5m2": "fp8_e5m2"}
 # Recurrent (Gated DeltaNet) state is kept in fp32 by the reference kernels (mamba_ssm_dtype float32).
-_STATE_BYTES = 4
+STATE_BYTES = 4
 
 
 def parse_kv_dtype(name: str) -> str:
@@ -66,7 +66,7 @@ def recurrent_state_bytes(spec: ModelSpec, batch: int, elem: float) -> float:
     if not spec.linear:
         return 0.0
     la = spec.linear
-    ssm = la.num_value_heads * la.key_head_dim * la.value_head_dim * _STATE_BYTES
+    ssm = la.num_value_heads * la.key_head_dim * la.value_head_dim * STATE_BYTES
     conv_channels = 2 * la.num_key_heads * la.key_head_dim + la.num_value_heads * la.value_head_dim
     conv = conv_channels * (la.conv_kernel - 1) * max(elem, 2.0)
     return spec.count("linear") * (ssm + conv) * batch

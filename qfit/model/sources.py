@@ -20,8 +20,6 @@ from qfit.model.spec import ModelSpec, parse_config
 from qfit.paths import profiles_dir
 from qfit.yamlcache import cached
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U32": 4, "U16": 2, "F4": 0.5}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -95,17 +93,20 @@ def catalog_lookup(name: str) -> LoadedModel | None:
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (8-byte little-endian length, then JSON), never the tensor data."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
-                raise QfitError(f"{path.name} is not a safetensors file (shorter than 8 bytes)")
+                raise QfitError(f"{path.name} is not a safetensors file (too short)")
             (length,) = struct.unpack("<Q", raw)
             if length > 100 * 2**20:
                 raise QfitError(f"{path.name} is not a safetensors file (header length {length} is implausible)")
             return json.loads(fh.read(length))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise QfitError(f"{path.name} is not a safetensors file (header is not JSON)") from None
+    except OSError as exc:
+        raise QfitError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def header_info(headers: list[dict[str, Any]]) -> HeaderInfo:

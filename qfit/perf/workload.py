@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qfit.memory import KV_DTYPES, STATE_BYTES, parse_kv_dtype  # noqa: F401 (STATE_BYTES re-exported)
+
 EXPERT_ROLES = frozenset({"expert_gate", "expert_up", "expert_down"})
-_KV_DTYPE_BYTES = {
-    "fp32": 4.0, "float32": 4.0, "bf16": 2.0, "fp16": 2.0, "f16": 2.0, "auto": 2.0,
-    "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "int8": 1.0, "q8_0": 34 / 32,   # q8_0: 32 int8 + one fp16 scale
-    "q4_0": 18 / 32, "int4": 0.5,
-}
-# Recurrent state of linear-attention (Gated DeltaNet) layers is kept in fp32 by the reference kernels (fla, vLLM).
-STATE_BYTES = 4.0
 
 
 def _attr(obj, *names, default=None):
@@ -28,10 +23,8 @@ def _attr(obj, *names, default=None):
 
 
 def kv_dtype_bytes(kv_dtype: str | None) -> float:
-    key = (kv_dtype or "fp16").lower().removeprefix("gguf-")
-    if key not in _KV_DTYPE_BYTES:
-        raise ValueError(f"unknown KV cache dtype {kv_dtype!r}; known: {', '.join(sorted(_KV_DTYPE_BYTES))}")
-    return _KV_DTYPE_BYTES[key]
+    """Bytes per cached element: the memory model's table, so memory and speed never disagree on KV size."""
+    return KV_DTYPES[parse_kv_dtype((kv_dtype or "fp16").lower().removeprefix("gguf-"))]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ in_features % group_size == 0. Modules failing them make vLLM fall back to its s
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,22 +22,13 @@ MARLIN_BITS = (4, 8)
 MARLIN_GROUPS = (-1, 32, 64, 128)
 MARLIN_MIN_N = 64    # GPTQ_MARLIN_MIN_THREAD_N
 MARLIN_MIN_K = 128   # GPTQ_MARLIN_MIN_THREAD_K
-MAX_HEADER = 100 * 2**20
 
 
 def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file: 8-byte little-endian length, then that many bytes of JSON."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise QfitError(f"{path} is too short to be a safetensors file")
-            (n,) = struct.unpack("<Q", raw)
-            if n > MAX_HEADER:
-                raise QfitError(f"{path}: header length {n} is implausible (corrupt file?)")
-            header = json.loads(fh.read(n))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QfitError(f"cannot read safetensors header of {path}: {exc}") from None
+    """The tensor entries of a safetensors header (qfit.model.sources reads it; metadata dropped)."""
+    from qfit.model.sources import read_safetensors_header
+
+    header = read_safetensors_header(path)
     header.pop("__metadata__", None)
     return header
 
