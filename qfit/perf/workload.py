@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qfit.memory import KV_DTYPES, STATE_BYTES, parse_kv_dtype  # noqa: F401 (STATE_BYTES re-exported)
+from qfit.memory import KV_DTYPES, STATE_BYTES, parse_kv_dtype
 
 EXPERT_ROLES = frozenset({"expert_gate", "expert_up", "expert_down"})
 
