@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 from qfit.model.spec import ModelSpec
@@ -126,6 +127,12 @@ def _mtp(spec: ModelSpec) -> Iterator[_Row]:
 
 def tensor_groups(spec: ModelSpec, include_mtp: bool = False) -> list[TensorGroup]:
     """All tensors of the model, merged across layers into groups of equal role and shape."""
+    return list(_tensor_groups(spec, include_mtp))
+
+
+@lru_cache(maxsize=64)
+def _tensor_groups(spec: ModelSpec, include_mtp: bool) -> tuple[TensorGroup, ...]:
+    # memoised: a plan, its speed estimate and its matrix neighbours all ask for the same model's groups
     merged: "OrderedDict[tuple[str, str, int, int], list[int]]" = OrderedDict()
 
     def add(prefix: str, rows: Iterator[_Row]) -> None:
@@ -146,7 +153,7 @@ def tensor_groups(spec: ModelSpec, include_mtp: bool = False) -> list[TensorGrou
     if include_mtp:
         for _ in range(spec.mtp_layers):
             add("mtp.", _mtp(spec))
-    return [TensorGroup(m, role, r, c, cnt, act) for (m, role, r, c), (cnt, act) in merged.items()]
+    return tuple(TensorGroup(m, role, r, c, cnt, act) for (m, role, r, c), (cnt, act) in merged.items())
 
 
 _MODULE_OF_ROLE = {
