@@ -255,31 +255,15 @@ def make_plan(model: str | LoadedModel, *, gpu: str | Accelerator, precision: st
     return plan
 
 
-# The calibration set holds dense 7-8B models on single GPUs only: widen the band where a plan extrapolates beyond
-# that (each factor is a stated judgement, not a measurement; the README lists them).
-EXTRAPOLATION = (
-    (lambda plan: plan.model.spec.moe is not None, 1.5, "MoE routing/expert kernels (no MoE rows in the calibration)"),
-    (lambda plan: plan.gpus > 1, 1.5, "multi-GPU communication (no multi-GPU rows in the calibration)"),
-    (lambda plan: plan.params.total > 24e9, 1.5, "a model over 3x the size of the calibrated ones (6.7-8B)"),
-)
-
-
 def _performance(plan: Plan, prompt: int, output_len: int | None):
     try:
         from qfit.perf import estimate_performance
     except ImportError:
         return None
-    est = estimate_performance(
+    return estimate_performance(
         plan.model.spec, tensor_groups(plan.model.spec), plan.weights, plan.precision, plan.accelerator,
         gpus=plan.gpus, engine=plan.engine.name, batch=plan.batch, input_len=prompt, context=plan.context,
         kv_dtype=plan.kv_dtype, output_len=output_len)
-    for applies, factor, why in EXTRAPOLATION:
-        if applies(plan):
-            band = {k: (round(v * factor, 1) if k.endswith("_pct") and isinstance(v, (int, float)) else v)
-                    for k, v in est.error_band.items()}
-            band["basis"] = f"{band.get('basis', '')}; x{factor:g} for {why}"
-            est.error_band = band
-    return est
 
 
 def suggest_alternative(loaded: LoadedModel, acc: Accelerator, prec: Precision, eng: EngineProfile, gpus: int,

@@ -122,6 +122,25 @@ def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, notes: list
     return out + list(eff.notes) + notes
 
 
+# The calibration set holds dense 6.7-8B models on single GPUs only: widen the band where an estimate extrapolates
+# beyond that (each factor is a stated judgement, not a measurement; the README lists them).
+EXTRAPOLATION = (
+    (lambda spec, params, gpus: spec.moe is not None, 1.5, "MoE routing/expert kernels (no MoE rows in the calibration)"),
+    (lambda spec, params, gpus: gpus > 1, 1.5, "multi-GPU communication (no multi-GPU rows in the calibration)"),
+    (lambda spec, params, gpus: params > 24e9, 1.5, "a model over 3x the size of the calibrated ones (6.7-8B)"),
+)
+
+
+def widened_band(band: dict, spec, groups, gpus: int) -> dict:
+    params = sum(g.params for g in groups)
+    for applies, factor, why in EXTRAPOLATION:
+        if applies(spec, params, gpus):
+            band = {k: (round(v * factor, 1) if k.endswith("_pct") and isinstance(v, (int, float)) else v)
+                    for k, v in band.items()}
+            band["basis"] = f"{band.get('basis', '')}; x{factor:g} for {why}"
+    return band
+
+
 def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus: int = 1, engine: str = "vllm",
                          batch: int = 1, input_len: int = 512, context: int | None = None,
                          kv_dtype: str | None = None, output_len: int | None = None,
@@ -149,8 +168,8 @@ def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus:
         prefill_tokens_per_s=batch * max(input_len, 1) / pre_s, decode_tokens_per_s=1.0 / step_s,
         ttft_s=pre_s if input_len else 0.0, tpot_s=step_s, bound=step.bound,
         aggregate_tokens_per_s=batch / step_s, batch=batch,
-        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes), error_band=dict(eff.error_band),
-        breakdown=breakdown)
+        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes),
+        error_band=widened_band(dict(eff.error_band), spec, groups, gpus), breakdown=breakdown)
     if output_len:
         est.e2e_s = est.ttft_s + output_len * step_s
         est.e2e_tokens_per_s = output_len / est.e2e_s
