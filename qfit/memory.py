@@ -141,6 +141,7 @@ class MemoryBreakdown:
     gpus: int
     kv_per_gpu: float
     reserved_per_gpu: float | None = None   # what the engine grabs up front (vLLM/SGLang memory fraction)
+    notes: tuple[str, ...] = ()             # how the KV cache was sized (sliding caps, replication, state)
 
     @property
     def total(self) -> float:

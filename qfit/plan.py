@@ -140,6 +140,7 @@ class _Ctx:
     kv_dtype: str
     weights: WeightBytes
     weight_bytes: float
+    exact_weights: bool                  # weight_bytes read from the checkpoint's own headers, not the recipe
     act_bytes: float
     overhead: float
     budget: float
@@ -151,19 +152,32 @@ class _Ctx:
         reserved = self.acc.usable_bytes * self.engine.memory_fraction if self.engine.memory_fraction else None
         return MemoryBreakdown(weights=self.weight_bytes, kv_cache=kv.total_bytes, activations=act,
                                overhead=self.overhead, gpus=self.gpus, kv_per_gpu=kv.per_gpu_bytes,
-                               reserved_per_gpu=reserved)
+                               reserved_per_gpu=reserved, notes=kv.notes)
 
     def fits(self, context: int, batch: int, prompt: int) -> bool:
         return self.memory(context, batch, prompt).per_gpu <= self.budget
 
 
-def _context(model: LoadedModel, acc: Accelerator, gpus: int, precision: Precision, engine: EngineProfile,
-             kv_dtype: str | None) -> _Ctx:
-    spec = model.spec
-    groups = tensor_groups(spec)
-    wb = weight_bytes(groups, precision)
+@dataclass(frozen=True)
+class Weights:
+    """A model's weights in one recipe: the recipe's bytes, and what memory counts (the checkpoint's own header bytes
+    when the checkpoint already is in that format)."""
+
+    recipe: WeightBytes
+    total: float
+    exact: bool
+
+
+def weights_for(model: LoadedModel, precision: Precision) -> Weights:
+    wb = weight_bytes(tensor_groups(model.spec), precision)
     exact = model.header is not None and default_precision(model) == precision.name and model.kind != "catalog"
-    weight_total = float(model.header.bytes if exact else wb.total)
+    return Weights(wb, float(model.header.bytes if exact else wb.total), exact)
+
+
+def _context(model: LoadedModel, acc: Accelerator, gpus: int, precision: Precision, engine: EngineProfile,
+             kv_dtype: str | None, weights: Weights | None = None) -> _Ctx:
+    """`weights` may be passed in by callers that size many configurations of one recipe (qfit size)."""
+    w = weights or weights_for(model, precision)
     backend = backend_of(acc)
     overhead = engine.overhead_gib(backend) * GIB * gpus
     if gpus > 1:
@@ -171,7 +185,7 @@ def _context(model: LoadedModel, acc: Accelerator, gpus: int, precision: Precisi
     kv = parse_kv_dtype(kv_dtype or precision.kv_default)
     act_bytes = 4.0 if precision.name == "fp32" else 2.0
     budget = acc.usable_bytes * (engine.memory_fraction or 1.0)
-    return _Ctx(model, acc, gpus, precision, engine, kv, wb, weight_total, act_bytes, overhead, budget)
+    return _Ctx(model, acc, gpus, precision, engine, kv, w.recipe, w.total, w.exact, act_bytes, overhead, budget)
 
 
 def _search_max(ok, lo: int, hi: int) -> int:
@@ -190,7 +204,7 @@ def _max_context_limit(spec) -> int:
     return int(spec.max_position_embeddings or 131072)
 
 
-def _assumptions(ctx: _Ctx, exact: bool, kv_notes: tuple[str, ...]) -> list[str]:
+def _assumptions(ctx: _Ctx, kv_notes: tuple[str, ...]) -> list[str]:
     e, p, w = ctx.engine, ctx.precision, ctx.weights
     out = [f"engine {e.name}: {e.description}"]
     if e.note:
@@ -198,7 +212,7 @@ def _assumptions(ctx: _Ctx, exact: bool, kv_notes: tuple[str, ...]) -> list[str]
     if e.memory_fraction:
         out.append(f"{e.name} reserves {e.memory_fraction:.0%} of each GPU's memory and fills what weights, "
                    f"activations and overhead leave with KV cache")
-    out.append("weights exact from the checkpoint's tensor headers" if exact else
+    out.append("weights exact from the checkpoint's tensor headers" if ctx.exact_weights else
                f"weights computed from the {p.name} recipe: {w.bits_per_weight:.2f} bits/weight effective"
                + (f"; kept high precision: {', '.join(w.kept_high_precision)}" if w.kept_high_precision else ""))
     out.append(f"KV cache {ctx.kv_dtype}" + (f", allocated in blocks of {e.kv['block_tokens']} tokens"
@@ -239,12 +253,10 @@ def make_plan(model: str | LoadedModel, *, gpu: str | Accelerator, precision: st
     limit = _max_context_limit(spec)
     max_ctx = 0 if problem else _search_max(lambda c: ctx.fits(c, batch, min(prompt, c)), 1, limit)
     max_batch = 0 if problem else _search_max(lambda b: ctx.fits(context, b, prompt), 1, MAX_BATCH_SEARCH)
-    exact = loaded.header is not None and default_precision(loaded) == prec.name and loaded.kind != "catalog"
-    kv_notes = kv_cache(spec, context, batch, ctx.kv_dtype, eng, gpus).notes
     plan = Plan(model=loaded, params=count_params(spec), accelerator=acc, gpus=gpus, precision=prec, engine=eng,
                 context=context, batch=batch, kv_dtype=ctx.kv_dtype, weights=ctx.weights, memory=mem,
                 budget_per_gpu=ctx.budget, fits=fits, reason=reason, max_context=max_ctx, max_batch=max_batch,
-                assumptions=_assumptions(ctx, exact, kv_notes))
+                assumptions=_assumptions(ctx, mem.notes))
     if gpus > acc.interconnect.max_gpus and eng.tensor_parallel:
         plan.assumptions.append(f"{gpus} GPUs exceed one {acc.name} scale-up domain "
                                 f"({acc.interconnect.max_gpus}): tensor parallel would cross nodes")
@@ -307,13 +319,8 @@ def plan_matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list
         for p in precs:
             # --group-size applies to the GPTQ/AWQ rows of a matrix, not to formats with their own block layout
             kw["group_size"] = gs if p.family in {"gptq", "awq"} else None
-            engine = kw.get("engine")
-            if engine is None and p.family == "gguf":
-                engine = "llama.cpp"
-            elif engine is None and acc.vendor in {"apple", "cpu"}:
-                engine = "transformers"
-            try:
-                plan = make_plan(loaded, gpu=acc, precision=p.name, suggest=False, **{**kw, "engine": engine})
+            try:  # engine None: choose_engine picks per precision and device
+                plan = make_plan(loaded, gpu=acc, precision=p.name, suggest=False, **kw)
             except QfitError:
                 continue  # incompatible engine x precision pair (e.g. llama.cpp x gptq): not a matrix cell
             plan.min_gpus = plan.gpus if plan.fits else min_gpus(

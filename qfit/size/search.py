@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from qfit.engines import EngineProfile
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator
-from qfit.memory import GIB, activation_bytes, kv_cache, parse_kv_dtype
+from qfit.memory import GIB, activation_bytes, kv_cache
 from qfit.model.params import tensor_groups
 from qfit.model.sources import LoadedModel
-from qfit.plan import _Ctx, _search_max, backend_of, choose_engine, default_precision, tp_problem
-from qfit.precision import Precision, WeightBytes, parse_precision, weight_bytes
+from qfit.plan import Weights, _context, _Ctx, _search_max, backend_of, choose_engine, tp_problem, weights_for
+from qfit.precision import Precision, WeightBytes, parse_precision
 from qfit.size.cost import Cost, CostParams, cost_of
 from qfit.size.quality import Quality, quality_of
 from qfit.size.speed import ReplicaSpeed, SpeedInputs
@@ -144,9 +144,16 @@ class SearchResult:
 @dataclass(frozen=True)
 class _PrecisionData:
     precision: Precision
-    weights: WeightBytes
-    weight_total: float
+    w: Weights
     speed: SpeedInputs
+
+    @property
+    def weights(self) -> WeightBytes:
+        return self.w.recipe
+
+    @property
+    def weight_total(self) -> float:
+        return self.w.total
 
 
 def _precision_data(model: LoadedModel, names: tuple[str, ...]) -> list[_PrecisionData]:
@@ -154,23 +161,15 @@ def _precision_data(model: LoadedModel, names: tuple[str, ...]) -> list[_Precisi
     out = []
     for name in names:
         p = parse_precision(name)
-        wb = weight_bytes(groups, p)
-        exact = model.header is not None and default_precision(model) == p.name and model.kind != "catalog"
-        out.append(_PrecisionData(p, wb, float(model.header.bytes if exact else wb.total),
-                                  SpeedInputs.build(model.spec, groups, wb)))
+        w = weights_for(model, p)
+        out.append(_PrecisionData(p, w, SpeedInputs.build(model.spec, groups, w.recipe)))
     return out
 
 
 def memory_context(model: LoadedModel, acc: Accelerator, tp: int, pd: _PrecisionData, eng: EngineProfile,
                    kv_dtype: str | None) -> _Ctx:
-    """The planner's per-configuration memory context (= plan._context) without recomputing weight bytes."""
-    overhead = eng.overhead_gib(backend_of(acc)) * GIB * tp
-    if tp > 1:
-        overhead += eng.tp_overhead_gib * GIB * tp
-    kv = parse_kv_dtype(kv_dtype or pd.precision.kv_default)
-    act_bytes = 4.0 if pd.precision.name == "fp32" else 2.0
-    budget = acc.usable_bytes * (eng.memory_fraction or 1.0)
-    return _Ctx(model, acc, tp, pd.precision, eng, kv, pd.weights, pd.weight_total, act_bytes, overhead, budget)
+    """The planner's per-configuration memory context (plan._context) without recomputing weight bytes."""
+    return _context(model, acc, tp, pd.precision, eng, kv_dtype, weights=pd.w)
 
 
 class ReplicaMemory:
