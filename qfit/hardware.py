@@ -7,7 +7,6 @@ Every figure in the YAML carries a source (see profiles/gpus/README.md); this mo
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache

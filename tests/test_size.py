@@ -18,7 +18,6 @@ from qfit.perf import estimate_performance
 from qfit.plan import _context, make_plan
 from qfit.precision import parse_precision
 from qfit.size import CostParams, Workload, load_prices, size
-from qfit.size import rank
 from qfit.size.cost import cost_of
 from qfit.size.prices import PriceBook
 from qfit.size.search import ReplicaMemory, _precision_data, memory_context, search
