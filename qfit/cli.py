@@ -7,6 +7,7 @@ qfit/commands/<name>.py and imports its heavy dependencies inside the function b
 from __future__ import annotations
 
 import importlib
+import importlib.util  # find_spec: not guaranteed to be loaded by `import importlib` alone
 import sys
 
 import click

@@ -17,3 +17,9 @@ def profiles_dir() -> Path:
         if (candidate / "gpus").is_dir():
             return candidate
     return here.parent / "profiles"
+
+
+def overlay_dir() -> Path:
+    """Where `qfit calibrate` writes, and the planner reads, per-engine speed overlays (never the repo's profiles)."""
+    root = os.environ.get("QFIT_CONFIG_DIR")
+    return (Path(root) if root else Path.home() / ".config" / "qfit") / "engines"

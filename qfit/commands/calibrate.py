@@ -20,7 +20,8 @@ def calibrate(results, out, dry_run, as_json):
     The repository's reviewed profiles (profiles/engines/) are never edited: factors go to a user overlay.
     """
     from qfit.errors import QfitError
-    from qfit.profile.calibration import fit, overlay_dir, read_results, write_overlay
+    from qfit.paths import overlay_dir
+    from qfit.profile.calibration import fit, read_results, write_overlay
 
     fits = fit(read_results(list(results)))
     if out and len({f["engine"] for f in fits}) > 1:

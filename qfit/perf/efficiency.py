@@ -16,10 +16,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 
 from qfit.errors import QfitError
-from qfit.paths import profiles_dir
+from qfit.paths import overlay_dir, profiles_dir
 
 ENGINES = ("transformers", "vllm", "sglang", "llama.cpp")
 _ALIASES = {"hf": "transformers", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ollama": "llama.cpp",
@@ -185,10 +184,7 @@ def _transfer_floor(band: dict) -> dict:
 
 def user_overlay(engine: str, backend: str) -> tuple[dict, str] | None:
     """Factors `qfit calibrate` wrote for this engine x device family, from the user's config dir (never the repo)."""
-    import os
-
-    root = os.environ.get("QFIT_CONFIG_DIR")
-    path = (Path(root) if root else Path.home() / ".config" / "qfit") / "engines" / f"{engine}.yaml"
+    path = overlay_dir() / f"{engine}.yaml"
     if not path.is_file():
         return None
     import yaml  # only when an overlay exists

@@ -37,11 +37,6 @@ from qfit.errors import QfitError
 _FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
 
 
-def overlay_dir() -> Path:
-    root = os.environ.get("QFIT_CONFIG_DIR")
-    return (Path(root) if root else Path.home() / ".config" / "qfit") / "engines"
-
-
 def read_results(paths: list[str]) -> list[tuple[str, dict]]:
     """profile.json files (or folders holding one); one-line errors for anything else."""
     out = []
