@@ -308,6 +308,15 @@ def min_gpus(loaded: LoadedModel, acc: Accelerator, prec: Precision, eng: Engine
     return None
 
 
+def curve_points(plans: list[Plan]) -> list:
+    """Plans of one configuration at several batches as the speed model's CurvePoints (for tables and plots)."""
+    from qfit.perf.estimate import CurvePoint
+
+    return [CurvePoint(p.batch, p.performance.decode_tokens_per_s, p.performance.aggregate_tokens_per_s,
+                       p.performance.tpot_s, p.performance.ttft_s, p.performance.bound, p.memory.per_gpu / GIB, p.fits)
+            for p in plans if p.performance is not None]
+
+
 def plan_matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], **kw) -> list[Plan]:
     """One plan per accelerator x precision (engine chosen per precision unless given)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model)

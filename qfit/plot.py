@@ -72,8 +72,7 @@ def plot_plans(plans: list, path: str | Path, force: bool = False) -> Path:
     """One plan (or a batch curve of plans of one configuration) -> PNG. A single plan gets a batch sweep 1..256
     of the same configuration so the throughput panel says where decode turns compute-bound."""
     from qfit.memory import GIB
-    from qfit.perf.estimate import CurvePoint
-    from qfit.plan import make_plan
+    from qfit.plan import curve_points, make_plan
 
     p0 = plans[0]
     if len(plans) == 1:
@@ -82,9 +81,7 @@ def plot_plans(plans: list, path: str | Path, force: bool = False) -> Path:
                                   context=p0.context, batch=b, gpus=p0.gpus, kv_dtype=p0.kv_dtype,
                                   group_size=p0.precision.group_size, suggest=False) for b in batches if b != p0.batch]
         plans.sort(key=lambda p: p.batch)
-    curve = [CurvePoint(p.batch, p.performance.decode_tokens_per_s, p.performance.aggregate_tokens_per_s,
-                        p.performance.tpot_s, p.performance.ttft_s, p.performance.bound, p.memory.per_gpu / GIB, p.fits)
-             for p in plans if p.performance is not None]
+    curve = curve_points(plans)
     m, n = p0.memory, p0.gpus
     memory = {"weights": m.weights / n / GIB, "KV cache": m.kv_per_gpu / GIB, "activations": m.activations / n / GIB,
               "overhead": m.overhead / n / GIB}

@@ -81,9 +81,11 @@ def print_curve(plans: list) -> None:
                   f"{d['decode_tokens_per_s']:,.1f}" if d else "n/a", f"{total:,.0f}" if total else "n/a",
                   f"{d['ttft_s']:.3g}" if d else "n/a", d.get("bound", "n/a"))
     console.print(t)
-    bounds = [p.performance.bound for p in plans if p.performance is not None]
-    if "compute" in bounds:
-        first = next(p.batch for p in plans if p.performance is not None and p.performance.bound == "compute")
+    from qfit.perf import quantization_stops_helping
+    from qfit.plan import curve_points
+
+    first = quantization_stops_helping(curve_points(plans))
+    if first:
         console.print(f"compute-bound from batch {first}: weight-only quantization no longer speeds decode there")
 
 
