@@ -2,6 +2,10 @@
 
 README "Speed model and its accuracy" table is made by `python scripts/validate_planner.py --markdown`; the ceilings
 below are those medians plus 1.5 points of slack for floating-point and profile-rounding noise. Update both together.
+
+The README figures were made on the rows the speed profiles were fitted on. The calibration set has since gained the
+Qwen3 speed-benchmark rows (H20; transformers and SGLang; source "QwenLM/Qwen3 ..."), which no profile has seen: they
+are scored separately against their own current figures (issue 12 is to improve them), so neither set can regress.
 """
 
 from __future__ import annotations
@@ -21,25 +25,49 @@ from calibration import DEFAULT_CASES  # noqa: E402
 # kind -> (README median abs error %, README share within +-25 %)
 README_FIGURES = {"decode": (4.4, 97.0), "prefill": (5.2, 89.7),
                   "e2e": (2.9, 100.0), "memory": (0.3, 100.0)}
+# The unseen Qwen3 rows as scored on 2026-11-29 (no prefill rows there): a ceiling until issue 12 lowers it.
+HELD_OUT_FIGURES = {"decode": (50.0, 9.1), "e2e": (87.2, 4.4), "memory": (3.0, 100.0)}
+HELD_OUT_SOURCE = "QwenLM/Qwen3 "
 SLACK_PCT = 1.5
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CASES.is_file(), reason="calibration set not present")
 
 
-@pytest.fixture(scope="module")
-def summary():
+def _score_rows(tmp_path_factory, keep) -> dict:
+    import json
+
     from validate_planner import score
 
-    return score(str(DEFAULT_CASES))[0]["overall"]
+    lines = [ln for ln in DEFAULT_CASES.read_text().splitlines() if ln.strip() and keep(json.loads(ln))]
+    path = tmp_path_factory.mktemp("cases") / "cases.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return score(str(path))[0]["overall"]
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    return _score_rows(tmp_path_factory, lambda row: not row["source"].startswith(HELD_OUT_SOURCE))
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    return _score_rows(tmp_path_factory, lambda row: row["source"].startswith(HELD_OUT_SOURCE))
+
+
+def _check(s: dict, median: float, within25: float) -> None:
+    assert s["n"] > 0
+    assert s["median_abs_pct"] <= median + SLACK_PCT, s
+    assert s["within_25_pct"] >= within25 - 2 * SLACK_PCT, s
 
 
 @pytest.mark.parametrize("kind", sorted(README_FIGURES))
 def test_speed_medians_do_not_regress(summary, kind):
-    median, within25 = README_FIGURES[kind]
-    s = summary[kind]
-    assert s["n"] > 0
-    assert s["median_abs_pct"] <= median + SLACK_PCT, s
-    assert s["within_25_pct"] >= within25 - 2 * SLACK_PCT, s
+    _check(summary[kind], *README_FIGURES[kind])
+
+
+@pytest.mark.parametrize("kind", sorted(HELD_OUT_FIGURES))
+def test_held_out_rows_do_not_regress(held_out, kind):
+    _check(held_out[kind], *HELD_OUT_FIGURES[kind])
 
 
 def test_issue_targets_hold(summary):
