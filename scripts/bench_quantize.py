@@ -66,11 +66,12 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from qfit.loading import default_cache_dir, resolve_model_dir, smollm2_gguf_path
+    from qfit.loading import resolve_model_dir, smollm2_gguf_path
+    from qfit.paths import cache_dir
     from qfit.quantize.engine import prepare_env
     from qfit.quantize.report import library_versions
 
-    prepare_env(default_cache_dir())
+    prepare_env(cache_dir())
     model_dir = resolve_model_dir(args.model or smollm2_gguf_path())
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     recipe = [str(args.bits), str(args.group_size), str(args.nsamples), str(args.seqlen)]

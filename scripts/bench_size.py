@@ -85,9 +85,9 @@ def plot(rows: list[dict], path: Path) -> None:
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.18), ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    from qfit.atomic import write_with
+
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
     plt.close(fig)
 
 
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
     meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "repeat": args.repeat}
     target = out / "size_bench.json"
-    tmp = target.with_name(".size_bench.json.tmp")
-    tmp.write_text(json.dumps({"meta": meta, "scenarios": rows}, indent=1))
-    os.replace(tmp, target)
+    from qfit.atomic import write_json
+
+    write_json(target, {"meta": meta, "scenarios": rows}, indent=1)
     print(f"wrote {target} (load average {meta['load_average'][0]:.1f} on {meta['cpus']} CPUs)")
     if args.plot:
         plot(rows, out / "size_bench.png")

@@ -148,7 +148,7 @@ def test_calibration_gpus_resolve(case):
 
 
 def test_cache_roundtrip(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("QFIT_CACHE", str(tmp_path / "qfit"))
     first = load_records(GPU_DIR)
     assert list(tmp_path.glob("qfit/gpus-records-*.json"))
     assert load_records(GPU_DIR) == first  # served from the JSON cache

@@ -17,7 +17,8 @@ from typing import Any
 
 from qfit.errors import QfitError
 from qfit.model.spec import ModelSpec, parse_config
-from qfit.paths import profiles_dir
+from qfit.atomic import write_json, write_text
+from qfit.paths import cache_dir, profiles_dir, safe_name
 from qfit.yamlcache import cached
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -150,12 +151,8 @@ def _load_local(folder: Path) -> LoadedModel:
 # hub
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("QFIT_CACHE", Path.home() / ".cache" / "qfit"))
-
-
 def _load_hub(repo: str, revision: str | None) -> LoadedModel:
-    cache = _cache_dir() / "hub" / repo.replace("/", "--") / (revision or "main")
+    cache = cache_dir("hub", safe_name(repo), safe_name(revision or "main"))
     cfg_path, meta_path = cache / "config.json", cache / "safetensors.json"
     if not cfg_path.exists():
         _fetch_hub(repo, revision, cache)
@@ -185,15 +182,9 @@ def _fetch_hub(repo: str, revision: str | None, cache: Path) -> None:
                         f"({type(exc).__name__}); use a catalog name (`qfit models`) or a local folder") from None
     headers = [{name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
                 for name, t in fm.tensors.items()} for fm in meta.files_metadata.values()]
-    cache.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cache / "safetensors.json", json.dumps(header_info(headers).to_dict()))
-    _atomic_write(cache / "config.json", Path(cfg_file).read_text())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    # config.json last: its presence is what marks the cache entry complete
+    write_json(cache / "safetensors.json", header_info(headers).to_dict(), mkdir=True)
+    write_text(cache / "config.json", Path(cfg_file).read_text())
 
 
 # ----------------------------------------------------------------------------------------------------------------

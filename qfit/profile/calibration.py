@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from qfit.atomic import write_text
 from qfit.errors import QfitError
 
 _FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
@@ -139,8 +139,4 @@ def write_overlay(f: dict, path: Path) -> Path:
             raise QfitError(f"{path} is the overlay of engine {data.get('engine')!r}, not {f['engine']!r}")
     data.update({"engine": f["engine"], "written_by": "qfit calibrate"})
     data.setdefault("calibrations", {})[f["family"]] = overlay_entry(f)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump(data, sort_keys=False), mkdir=True)

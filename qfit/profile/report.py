@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
-from qfit.errors import QfitError
+from qfit.atomic import refuse_existing, write_json, write_text, write_with
 
 SCHEMA = "qfit.profile/1"
 REQUIRED_KEYS = ("schema", "created", "qfit", "host", "device", "versions", "backend", "model", "baseline", "methods",
@@ -61,14 +60,6 @@ def validate(result: dict) -> None:
         raise ValueError(f"profile result lacks {missing}")
     if result["schema"] != SCHEMA:
         raise ValueError(f"schema {result['schema']!r} != {SCHEMA!r}")
-
-
-def write_atomic(path: Path, text: str, force: bool) -> None:
-    if path.exists() and not force:
-        raise QfitError(f"{path} exists: pass --force to overwrite")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- formatting
@@ -235,24 +226,21 @@ def write_plots(result: dict, out: Path, force: bool) -> list[Path]:
 
 def _save(fig, path: Path, force: bool) -> Path:
     import matplotlib.pyplot as plt
-    if path.exists() and not force:
-        raise QfitError(f"{path} exists: pass --force to overwrite")
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=force, suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def write_outputs(result: dict, out: Path, force: bool, plot: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "profile.json", out / "profile.md"]
-    for p in paths:
-        if p.exists() and not force:
-            raise QfitError(f"{p} exists: pass --force to overwrite")
-    write_atomic(paths[0], json.dumps(result, indent=2, default=str) + "\n", force)
-    write_atomic(paths[1], render_markdown(result), force)
+    if not force:
+        for p in paths:
+            refuse_existing(p)
+    write_json(paths[0], result)
+    write_text(paths[1], render_markdown(result))
     if plot:
         paths += write_plots(result, out, force)
     return paths

@@ -8,7 +8,6 @@ to the standard fields and strip of anything machine-specific (MODELS.md: offloa
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -154,17 +153,3 @@ def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym
         on_layer(current)
     save_file(out, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
     return [stats[k] for k in sorted(stats)]
-
-
-def replace_dir(tmp: Path, out: Path, force: bool) -> None:
-    """Move a finished temp folder into place. With force an existing OUT is moved aside first and removed only after
-    the new one is in place, so a crash never leaves neither."""
-    old = None
-    if out.exists():
-        if not force:
-            raise QfitError(f"{out} already exists: pass --force to replace it")
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from qfit.atomic import publish_dir
 from qfit.errors import QfitError
 from qfit.quantize import checkpoint as ck
 from qfit.quantize.inspect import read_header
@@ -137,7 +138,8 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
              progress=None, trust_remote_code: bool = False):
     """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
     invoked with each finished layer index (the CLI draws a rich bar with it)."""
-    from qfit.loading import check_model_dir, default_cache_dir, load_tokenizer, resolve_model_dir
+    from qfit.loading import check_model_dir, load_tokenizer, resolve_model_dir
+    from qfit.paths import cache_dir
     from qfit.quantize.engine import prepare_env
 
     recipe.validate()
@@ -156,7 +158,7 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
     layout = read_layout(model_dir)
     check_shapes(layout, recipe)
     dev = pick_device(device, recipe.method)
-    prepare_env(default_cache_dir())
+    prepare_env(cache_dir())
 
     calib, windows = None, []
     if recipe.method == "gptq":
@@ -177,7 +179,7 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
     try:
         report = _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, estimate, progress,
                           trust_remote_code)
-        ck.replace_dir(tmp, out, force)
+        publish_dir(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

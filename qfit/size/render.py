@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
+from qfit.atomic import refuse_existing, write_with
 from qfit.errors import QfitError
 from qfit.memory import GIB
 from qfit.units import fmt_count, fmt_tokens
@@ -145,8 +145,8 @@ def _print_verdict(console, r) -> None:
 def write_plot(r, path: str, force: bool = False) -> None:
     """Rent $/h vs total throughput of every priced option, per-user speed as colour, the frontier as a line."""
     target = Path(path)
-    if target.exists() and not force:
-        raise QfitError(f"{target} exists; pass --force to overwrite")
+    if not force:
+        refuse_existing(target)
     if not r.by_rent:
         raise QfitError("no priced configuration to plot (add prices with --prices)")
     import matplotlib
@@ -173,11 +173,7 @@ def write_plot(r, path: str, force: bool = False) -> None:
     ax.set_title(f"{r.model.spec.name}: {_workload_line(r)}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, target)
+        write_with(target, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), overwrite=force, suffix=".png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
