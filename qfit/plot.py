@@ -72,13 +72,13 @@ def plot_plans(plans: list, path: str | Path, force: bool = False) -> Path:
     of the same configuration so the throughput panel says where decode turns compute-bound."""
     from qfit.memory import GIB
     from qfit.plan import curve_points, make_plan
+    from qfit.workload import Workload
 
     p0 = plans[0]
     if len(plans) == 1:
-        batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
-        plans = [p0] + [make_plan(p0.model, gpu=p0.accelerator, precision=p0.precision.name, engine=p0.engine.name,
-                                  context=p0.context, batch=b, gpus=p0.gpus, kv_dtype=p0.kv_dtype,
-                                  group_size=p0.precision.group_size, suggest=False) for b in batches if b != p0.batch]
+        batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b != p0.batch]
+        plans = [p0] + [make_plan(p0.model, p0.accelerator, p0.precision, p0.engine, Workload(p0.context, b),
+                                  gpus=p0.gpus, kv_dtype=p0.kv_dtype, suggest=False) for b in batches]
         plans.sort(key=lambda p: p.batch)
     curve = curve_points(plans)
     m, n = p0.memory, p0.gpus

@@ -24,9 +24,8 @@ def _gib(x: float) -> str:
 def _title(p) -> str:
     spec, prm = p.model.spec, p.params
     moe = f", {fmt_count(prm.active)} active" if prm.active < prm.total else ""
-    g = f" g{p.precision.group_size}" if p.precision.family in {"gptq", "awq"} else ""
     return (f"[bold]{spec.name}[/] ({fmt_count(prm.total)} params{moe}, {spec.attention_kind}) on "
-            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.name}{g}, "
+            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.label}, "
             f"{p.engine.name}, context {fmt_tokens(p.context)}, batch {p.batch}, KV {p.kv_dtype}")
 
 

@@ -12,7 +12,6 @@ variation across runs (sample std / mean) is the repeatability figure (aim: <= 3
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None
     return 100 * delta[7] / max(sum(delta), 1)
 
 
-def main() -> int:
+def _args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model folder or .gguf (default: the offline SmolLM2-135M)")
     ap.add_argument("--runs", type=int, default=5)
@@ -50,7 +49,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out", help="write the result JSON here")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from qfit.loading import smollm2_gguf_path
@@ -88,8 +91,9 @@ def main() -> int:
     print(f"mean {summary.mean:.2f} tok/s, std {summary.std:.3f}, CV {100 * summary.cv:.2f} % over {args.runs} runs "
           f"(threads {args.threads}, load average {os.getloadavg()[0]:.1f})")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from qfit.atomic import write_json
+
+        write_json(args.out, result, mkdir=True)
     return 0
 
 

@@ -21,19 +21,20 @@ import time
 from pathlib import Path
 
 SCENARIOS = [
-    ("8B, 64 users @ 8k, >= 20 tok/s", "llama-3.1-8b", dict(context=8192, concurrency=64, min_tokens_per_s=20)),
+    ("8B, 64 users @ 8k, >= 20 tok/s", "llama-3.1-8b", dict(context=8192, batch=64, min_tokens_per_s=20)),
     ("8B, 4 req/s 2k in / 500 out, TTFT <= 1 s", "llama-3.1-8b",
-     dict(context=8192, concurrency=64, rps=4.0, input_tokens=2048, output_tokens=512, max_ttft_s=1.0)),
-    ("70B, 32 users @ 8k, >= 20 tok/s", "llama-3.1-70b", dict(context=8192, concurrency=32, min_tokens_per_s=20)),
-    ("Qwen3-30B-A3B MoE, 128 users @ 32k", "qwen3-30b-a3b", dict(context=32768, concurrency=128)),
+     dict(context=8192, batch=64, rps=4.0, input_tokens=2048, output_tokens=512, max_ttft_s=1.0)),
+    ("70B, 32 users @ 8k, >= 20 tok/s", "llama-3.1-70b", dict(context=8192, batch=32, min_tokens_per_s=20)),
+    ("Qwen3-30B-A3B MoE, 128 users @ 32k", "qwen3-30b-a3b", dict(context=32768, batch=128)),
     ("Qwen3-235B-A22B MoE, 16 users @ 8k, >= 15 tok/s", "qwen3-235b-a22b",
-     dict(context=8192, concurrency=16, min_tokens_per_s=15)),
+     dict(context=8192, batch=16, min_tokens_per_s=15)),
 ]
 
 COLD = r"""
 import json, time
 t0, c0 = time.perf_counter(), time.process_time()
-from qfit.size import Workload, size
+from qfit.api import size
+from qfit.workload import Workload
 r = size(MODEL, Workload(**KW), with_performance=True)
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, **r.seconds,
                   "evaluated": r.found.evaluated, "feasible": len(r.found.options),
@@ -49,8 +50,9 @@ def cold(model: str, kw: dict) -> dict:
 
 
 def warm(model: str, kw: dict, repeat: int) -> dict:
+    from qfit.api import size
     from qfit.model.sources import load_model
-    from qfit.size import Workload, size
+    from qfit.workload import Workload
 
     loaded = load_model(model)
     size(loaded, Workload(**kw), with_performance=False)   # first call fills the profile caches

@@ -24,16 +24,29 @@ def load_rows(path: Path | str = DEFAULT_CASES, kinds=SPEED_KINDS) -> list[dict]
     return [r for r in rows if r["kind"] in kinds]
 
 
+_ENGINES = None
+
+
+def registry():
+    """The reviewed engine profiles only: validation and fitting never see a user's calibration overlay."""
+    global _ENGINES
+    if _ENGINES is None:
+        from qfit.engines import load_engines
+
+        _ENGINES = load_engines(overlays=False)
+    return _ENGINES
+
+
 def resolve_inputs(row: dict):
-    """-> (spec, groups, weights, precision, accelerator) through the planner's modules (lead + helpers)."""
+    """-> (spec, groups, weights, precision, accelerator) through the planner's own resolution."""
+    from qfit import resolve
     from qfit.hardware import get_accelerator
     from qfit.model.params import tensor_groups
-    from qfit.model.sources import load_spec
-    from qfit.precision import parse_precision, weight_bytes
+    from qfit.precision import weight_bytes
 
-    spec = load_spec(row["model"])
+    spec = resolve.model(row["model"]).spec
     groups = tensor_groups(spec)
-    precision = parse_precision(row["precision"], None)
+    precision = resolve.recipe(row["precision"])
     weights = weight_bytes(groups, precision)
     accel = get_accelerator(row["gpu"], row.get("gpu_variant"))
     return spec, groups, weights, precision, accel
@@ -65,31 +78,34 @@ class Case:
 
 
 def build_cases(rows: list[dict], resolver=resolve_inputs) -> list[Case]:
-    from qfit.perf.efficiency import backend_for
-
     cases = []
     for row in rows:
         inputs = resolver(row)
         if row["kind"] == "prefill" and not _has_flops(inputs[4]):
             continue   # no compute figure for this device: prefill is not predicted (the estimate says so)
-        backend = row.get("backend") or backend_for(inputs[4])
-        cases.append(Case(row, inputs, row["engine"], backend))
+        backend = row.get("backend") or inputs[4].backend
+        cases.append(Case(row, inputs, registry().get(row["engine"]).name, backend))
     return cases
 
 
 def _has_flops(accel) -> bool:
-    fn = getattr(accel, "tflops_for", None)
-    return any(fn(k) for k in ("fp32", "bf16", "fp16")) if callable(fn) else True
+    return any(accel.tflops_for(k) for k in ("fp32", "bf16", "fp16"))
 
 
-def predict(case: Case, efficiency=None) -> float:
+def case_efficiency(case: Case, precision: str):
+    """The reviewed profile's factors for a case's engine, device family and format."""
+    return registry().get(case.engine).efficiency(case.backend, precision)
+
+
+def predict(case: Case, eff=None) -> float:
     from qfit.perf import estimate_performance
 
-    spec, groups, weights, precision, accel = case.inputs
+    spec, groups, weights, recipe, accel = case.inputs
+    precision = recipe.name
     r = case.row
     gpus = int(r.get("n_gpus") or 1)
     batch = int(r.get("batch") or 1)
-    common = dict(gpus=gpus, engine=case.engine, batch=batch, kv_dtype="fp16", efficiency=efficiency)
+    common = dict(gpus=gpus, batch=batch, kv_dtype="fp16", efficiency=eff or case_efficiency(case, precision))
     if r.get("speed_def") == "gen_over_total":
         est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r["input_len"]),
                                    output_len=int(r["output_len"]), **common)

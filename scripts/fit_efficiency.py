@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Fit the engine x device-family efficiency factors on the calibration cases and write profiles/engines/speed/*.yaml.
+"""Fit the engine x device-family efficiency factors on the calibration cases and write them into the engine profiles.
 
 Usage:  PYTHONPATH=. python scripts/fit_efficiency.py [--cases PATH] [--out DIR] [--check]
+Writes the `fitted:` section of each profiles/engines/<engine>.yaml (the hand-reviewed part above it is kept).
 
 Per fit group (engine x backend, e.g. llama.cpp x metal) it fits a handful of physically meaningful parameters that every
 row of the group shares (never one per case): decode bandwidth efficiency, fixed overhead per layer per step, prefill
@@ -21,7 +22,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration import DEFAULT_CASES, build_cases, load_rows, predict, rel_error, summarize  # noqa: E402
+from calibration import (  # noqa: E402
+    DEFAULT_CASES,
+    build_cases,
+    load_rows,
+    predict,
+    rel_error,
+    summarize,
+)
 
 REFERENCE_FORMATS = {"bf16", "fp16", "gguf-f16", "gguf-bf16"}
 # Which parameters each fit group frees, and why. Everything not listed stays at its neutral value (1.0 / 0).
@@ -94,7 +102,7 @@ class GroupModel:
     """Maps a parameter vector to an Efficiency per case of one fit group."""
 
     def __init__(self, group: str, cases: list):
-        from qfit.perf.efficiency import efficiency_for
+        from calibration import registry
 
         self.group, self.cases = group, cases
         plan = FIT_PLAN[group]
@@ -102,7 +110,7 @@ class GroupModel:
         self.names = list(plan["base"]) + [f"{p}:{fmt}" for fmt in self.formats for p in plan["format"]
                                            if self._identifiable(p, fmt)]
         engine, backend = group.split("/")
-        self.template = {c.precision: efficiency_for(engine, backend, c.precision) for c in cases}
+        self.template = {c.precision: registry().get(engine).efficiency(backend, c.precision) for c in cases}
 
     def _identifiable(self, p: str, fmt: str) -> bool:
         kinds = {c.kind for c in self.cases if c.precision == fmt}
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="fit and report, write nothing")
     ap.add_argument("--no-cv", action="store_true")
     args = ap.parse_args(argv)
-    from fit_profiles import write_profiles  # noqa: E402  (static engine facts + YAML writer)
+    from fit_profiles import write_profiles  # noqa: E402  (writer of the engine files' fitted sections)
 
     cases = build_cases(load_rows(args.cases))
     results = {}
@@ -216,7 +224,7 @@ def main(argv=None) -> int:
                           "compute_peak": FIT_PLAN[group].get("compute_peak", "tensor")}
         report(group, params, fit_res, cv)
     if not args.check:
-        for path in write_profiles(results, args.out):
+        for path in write_profiles(results, list(FIT_PLAN), args.out):
             print(f"wrote {path}")
     return 0
 

@@ -18,26 +18,33 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration import (DEFAULT_CASES, SPEED_KINDS, build_cases, load_rows, predict, rel_error,  # noqa: E402
-                         summarize)
+from calibration import (  # noqa: E402
+    DEFAULT_CASES,
+    SPEED_KINDS,
+    build_cases,
+    load_rows,
+    predict,
+    registry,
+    rel_error,
+    summarize,
+)
 
 GIB = 2**30
 
 
 def predict_memory(row: dict) -> float:
     """GiB the row measured: gguf file size (target weights) or torch peak allocated (target total, no CUDA context)."""
+    from qfit import api
     from qfit.hardware import get_accelerator
-    from qfit.plan import make_plan
 
+    common = dict(precision=row["precision"], engine=row["engine"], with_performance=False, suggest=False,
+                  engines=registry())
     if row["target"] == "weights":
-        plan = make_plan(row["model"], gpu="rtx-4090", precision=row["precision"], engine=row["engine"],
-                         context=512, with_performance=False, suggest=False)
-        return plan.memory.weights / GIB if hasattr(plan.memory, "weights") else plan.to_dict()["memory"]["weights_gib"]
+        return api.plan(row["model"], gpu="rtx-4090", context=512, **common).memory.weights / GIB
     acc = get_accelerator(row["gpu"], row.get("gpu_variant"))
     inp, out = int(row["input_len"]), int(row["output_len"])
-    plan = make_plan(row["model"], gpu=acc, precision=row["precision"], engine=row["engine"], context=inp + out,
-                     batch=int(row.get("batch") or 1), input_len=inp, output_len=out, with_performance=False,
-                     suggest=False)
+    plan = api.plan(row["model"], gpu=acc, context=inp + out, batch=int(row.get("batch") or 1), input_len=inp,
+                    output_len=out, **common)
     mem = plan.to_dict()["memory"]
     # torch.cuda.max_memory_allocated does not see the CUDA context / workspaces the runtime overhead stands for.
     return mem["total_gib"] - mem["overhead_gib"]

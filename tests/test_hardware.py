@@ -7,15 +7,20 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qfit.yamlcache import load_records
-import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from qfit import hardware  # noqa: E402
 from qfit.errors import QfitError  # noqa: E402
-from qfit.hardware import get_accelerator, list_accelerators, load_accelerators, validate_record  # noqa: E402
+from qfit.hardware import (  # noqa: E402
+    get_accelerator,
+    list_accelerators,
+    load_accelerators,
+    validate_record,
+)
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "profiles" / "gpus"
 FILES = sorted(GPU_DIR.glob("*.yaml"))
@@ -42,7 +47,7 @@ def test_catalog_size_and_no_duplicate_spellings():
     assert len(accs) >= 55 and len(accs) == len(FILES)
     seen: dict[str, str] = {}
     for acc in accs.values():
-        for spelling in {hardware._compact(s) for s in (acc.key, acc.name, *acc.aliases)}:
+        for spelling in {hardware.compact(s) for s in (acc.key, acc.name, *acc.aliases)}:
             assert spelling not in seen, f"{spelling!r} used by {seen.get(spelling)} and {acc.key}"
             seen[spelling] = acc.key
 
@@ -152,7 +157,7 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     first = load_records(GPU_DIR)
     assert list(tmp_path.glob("qfit/gpus-records-*.json"))
     assert load_records(GPU_DIR) == first  # served from the JSON cache
-    assert {k: hardware._build(v) for k, v in first.items()} == dict(hardware._load(str(GPU_DIR)))
+    assert {k: hardware.build_accelerator(v) for k, v in first.items()} == hardware.load_accelerators()
 
 
 def test_cli_gpus_json_and_errors():

@@ -11,14 +11,19 @@ from click.testing import CliRunner
 
 from qfit.cli import cli
 from qfit.errors import QfitError
-from qfit.quantize.inspect import inspect_checkpoint, marlin_config_failures, marlin_shape_failures
-from qfit.quantize.run import Recipe, quantize
+from qfit.quantize.inspect import (
+    inspect_checkpoint,
+    marlin_config_failures,
+    marlin_shape_failures,
+)
+from qfit.quantize.job import QuantizeJob
+from qfit.quantize.run import quantize
 
 
 @pytest.fixture(scope="module")
 def rtn_ckpt(tiny_llama_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inspect") / "rtn-w4g32"
-    quantize(str(tiny_llama_dir), out, Recipe(bits=4, group_size=32, method="rtn"))
+    quantize(str(tiny_llama_dir), out, QuantizeJob.from_flags(bits=4, group_size=32, method="rtn"))
     return out
 
 

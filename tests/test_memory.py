@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from qfit.engines import get_engine
+from qfit.engines import load_engines
 from qfit.errors import QfitError
 from qfit.memory import kv_cache, parse_kv_dtype, recurrent_state_bytes
 from qfit.model.sources import catalog_lookup
 
-VLLM, HF, LCPP = get_engine("vllm"), get_engine("transformers"), get_engine("llama.cpp")
+ENGINES = load_engines(overlays=False)
+VLLM, HF, LCPP = ENGINES.get("vllm"), ENGINES.get("transformers"), ENGINES.get("llama.cpp")
 
 
 def spec(name):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from qfit.api import plan
 from qfit.errors import QfitError
-from qfit.plan import make_plan
 
 
 def _plan():
-    return make_plan("llama-3-8b", gpu="h100", precision="bf16", context=2048, input_len=1024)
+    return plan("llama-3-8b", gpu="h100", precision="bf16", context=2048, input_len=1024)
 
 
 def test_overlay_scales_speed_and_is_recorded(tmp_path, monkeypatch):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from qfit.quantize.pack import dequantize_linear, pack_linear, pack_rows, rtn_quantize, unpack_rows
+from qfit.quantize.pack import (
+    dequantize_linear,
+    pack_linear,
+    pack_rows,
+    rtn_quantize,
+    unpack_rows,
+)
 
 
 def autogptq_pack_rows(intweight: np.ndarray, bits: int) -> np.ndarray:

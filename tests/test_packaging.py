@@ -3,8 +3,9 @@ because profiles/ is mapped to qfit/_profiles; a forgotten entry would install a
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

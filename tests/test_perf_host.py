@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from qfit.errors import QfitError
-from qfit.host import host_accelerator, parse_cpuinfo, parse_meminfo, record_bandwidth, table_bandwidth
+from qfit.host import (
+    host_accelerator,
+    parse_cpuinfo,
+    parse_meminfo,
+    record_bandwidth,
+    table_bandwidth,
+)
 
 CPUINFO = "\n\n".join(
     f"processor\t: {i}\nmodel name\t: AMD EPYC 9654 96-Core Processor\nphysical id\t: 0\ncore id\t: {i // 2}\n"

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from qfit.api import plan
 from qfit.cli import cli
 from qfit.memory import GIB
-from qfit.plan import make_plan
 
 QWEN72 = "Qwen/Qwen2.5-72B-Instruct"
 
@@ -19,48 +19,48 @@ def run(*args):
 
 
 def test_seed_72b_bf16_weights_144gb_needs_two_80gb_cards():
-    one = make_plan(QWEN72, gpu="h100", precision="bf16")
+    one = plan(QWEN72, gpu="h100", precision="bf16")
     assert one.memory.weights / 1e9 == pytest.approx(145.4, abs=0.1)   # 72.7B params x 2 bytes ("~144 GB")
     assert not one.fits and "2 x NVIDIA H100 SXM at bf16" in one.suggestion
-    two = make_plan(QWEN72, gpu="h100", precision="bf16", gpus=2)
+    two = plan(QWEN72, gpu="h100", precision="bf16", gpus=2)
     assert two.fits and two.memory.per_gpu < two.budget_per_gpu
 
 
 def test_seed_72b_gptq_int4_fits_one_a6000_with_max_context():
-    p = make_plan(QWEN72, gpu="A6000", precision="gptq-int4")
+    p = plan(QWEN72, gpu="A6000", precision="gptq-int4")
     assert p.fits and p.max_context >= 8192
     # at the max context it fits and one block of tokens more does not
-    assert make_plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context).fits
-    assert not make_plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context + 16).fits
+    assert plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context).fits
+    assert not plan(QWEN72, gpu="A6000", precision="gptq-int4", context=p.max_context + 16).fits
 
 
 def test_seed_70b_q4_k_m_near_42gb():
-    p = make_plan("llama-3-70b", gpu="h100", precision="gguf-q4_k_m")
+    p = plan("llama-3-70b", gpu="h100", precision="gguf-q4_k_m")
     assert p.memory.weights / 1e9 == pytest.approx(42.5, rel=0.02)   # Meta-Llama-3-70B Q4_K_M files are 42.5 GB
 
 
 def test_max_batch_is_the_largest_that_fits():
-    p = make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096)
+    p = plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096)
     assert p.max_batch > 1
-    assert make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096, batch=p.max_batch).fits
-    assert not make_plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096,
+    assert plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096, batch=p.max_batch).fits
+    assert not plan("llama-3-8b", gpu="rtx-4090", precision="gptq-int4", context=4096,
                          batch=p.max_batch + 1).fits
 
 
 def test_tensor_parallel_divisibility():
-    p = make_plan(QWEN72, gpu="h100", precision="bf16", gpus=3)
+    p = plan(QWEN72, gpu="h100", precision="bf16", gpus=3)
     assert not p.fits and "64 attention heads" in p.reason and p.max_context == 0
 
 
 def test_fits_nowhere_says_what_would():
-    p = make_plan("deepseek-v3", gpu="rtx-4090", precision="bf16")
+    p = plan("deepseek-v3", gpu="rtx-4090", precision="bf16")
     assert not p.fits and p.suggestion and "nothing up to 64" in p.suggestion
 
 
 def test_vllm_reserves_its_memory_fraction():
-    p = make_plan("llama-3-8b", gpu="h100", precision="bf16")
+    p = plan("llama-3-8b", gpu="h100", precision="bf16")
     assert p.budget_per_gpu == pytest.approx(p.accelerator.usable_bytes * 0.9)
-    q = make_plan("llama-3-8b", gpu="h100", precision="gguf-q8_0")   # llama.cpp allocates what it needs
+    q = plan("llama-3-8b", gpu="h100", precision="gguf-q8_0")   # llama.cpp allocates what it needs
     assert q.budget_per_gpu == pytest.approx(q.accelerator.usable_bytes)
 
 

@@ -13,8 +13,15 @@ import pytest
 from qfit.errors import QfitError
 from qfit.model.tensors import TensorGroup as T
 from qfit.precision import (
-    GGML_TYPES, awq_tensor_bytes, bytes_per_param, gptq_tensor_bytes, list_precisions, nf4_tensor_bytes,
-    parse_precision, unquantized_bytes, weight_bytes,
+    GGML_TYPES,
+    awq_tensor_bytes,
+    bytes_per_param,
+    gptq_tensor_bytes,
+    list_precisions,
+    nf4_tensor_bytes,
+    parse_recipe,
+    unquantized_bytes,
+    weight_bytes,
 )
 from qfit.precision.gguf_bytes import gguf_split
 
@@ -74,7 +81,7 @@ def test_llama3_8b_gguf_sizes_match_llama_bench():
     assert len(rows) >= 12
     table, worst = [], 0.0
     for r in rows:
-        pred = weight_bytes(llama(), parse_precision(r["precision"])).total / GIB
+        pred = weight_bytes(llama(), parse_recipe(r["precision"])).total / GIB
         err = pred / r["measured"] - 1
         worst = max(worst, abs(err))
         table.append(f"{r['precision']:14s} measured {r['measured']:6.2f} GiB  predicted {pred:7.3f} GiB  {err:+.2%}")
@@ -94,8 +101,8 @@ def test_q4_k_m_type_mix_on_llama3():
 
 
 def test_gguf_tied_embeddings_store_token_embd_once_in_output_type():
-    tied, untied = weight_bytes(llama(tied=True), parse_precision("gguf-q4_k_m")), weight_bytes(
-        llama(), parse_precision("gguf-q4_k_m"))
+    tied, untied = weight_bytes(llama(tied=True), parse_recipe("gguf-q4_k_m")), weight_bytes(
+        llama(), parse_recipe("gguf-q4_k_m"))
     q6k = 128256 * 4096 // 256 * 210
     assert tied.by_role["embed"] == q6k and "lm_head" not in tied.by_role
     assert untied.total - tied.total == 128256 * 4096 // 256 * 144     # the Q4_K token_embd is gone
@@ -123,7 +130,7 @@ def test_smollm2_q4_1_file_matches_prediction_exactly():
     reader = gguf.GGUFReader(str(path))
     actual = sum(int(t.n_bytes) for t in reader.tensors)
     g = llama(layers=30, h=576, kv=192, ff=1536, vocab=49152, tied=True)
-    assert weight_bytes(g, parse_precision("gguf-q4_1")).total == actual
+    assert weight_bytes(g, parse_recipe("gguf-q4_1")).total == actual
 
 
 def test_mixtral_gguf_bumps_attn_k_v_to_q8_0():
@@ -149,14 +156,14 @@ def _gptq(bits, groups):
 ])
 def test_gptq_one_layer(bits, gs, expected):
     assert gptq_tensor_bytes(4096, 4096, bits, gs) == expected
-    wb = weight_bytes([T("q", "attn_q", 4096, 4096, 1, 1)], parse_precision(f"gptq-int{bits}", gs))
+    wb = weight_bytes([T("q", "attn_q", 4096, 4096, 1, 1)], parse_recipe(f"gptq-int{bits}", gs))
     assert wb.total == expected and wb.quantized_params == 4096 * 4096
 
 
 def test_gptq_3bit_packs_32_values_in_3_words_and_ceil_groups():
     # 3-bit: 576 in_features -> 576*3/32 = 54 int32 rows; g128 does not divide 576 -> ceil(576/128) = 5 groups
     assert gptq_tensor_bytes(192, 576, 3, 128) == 54 * 192 * 4 + 5 * (192 * 3 // 32) * 4 + 5 * 192 * 2 + 576 * 4
-    wb = weight_bytes([T("layers.self_attn.k_proj", "attn_k", 192, 576, 30, 30)], parse_precision("gptq-int4"))
+    wb = weight_bytes([T("layers.self_attn.k_proj", "attn_k", 192, 576, 30, 30)], parse_recipe("gptq-int4"))
     assert any("576" in n and "ceil" in n for n in wb.notes)
 
 
@@ -180,7 +187,7 @@ def test_awq_one_layer(gs, groups):
     # qweight int32 [cols, rows/8], qzeros int32 [groups, rows/8], scales fp16 [groups, rows]; no g_idx
     expected = 4096 * 512 * 4 + groups * 512 * 4 + groups * 4096 * 2
     assert awq_tensor_bytes(4096, 4096, 4, gs) == expected
-    assert weight_bytes([T("q", "attn_q", 4096, 4096, 2, 2)], parse_precision("awq", gs)).total == 2 * expected
+    assert weight_bytes([T("q", "attn_q", 4096, 4096, 2, 2)], parse_recipe("awq", gs)).total == 2 * expected
 
 
 # --------------------------------------------------------------------------------------------- other formats
@@ -189,13 +196,13 @@ def test_nf4_double_quant():
     blocks = n // 64
     expected = n // 2 + blocks + 4 * (blocks // 256) + 64 + 1024 + 4     # packed + uint8 absmax + nested + maps
     assert nf4_tensor_bytes(n) == expected
-    wb = weight_bytes([T("q", "attn_q", 4096, 4096, 1, 1)], parse_precision("bnb-4bit"))
+    wb = weight_bytes([T("q", "attn_q", 4096, 4096, 1, 1)], parse_recipe("bnb-4bit"))
     assert wb.total == expected and 4.127 < wb.bits_per_weight < 4.128
 
 
 def test_mxfp4_experts_4_25_bpw_everything_else_bf16():
     g = gpt_oss_20b()
-    wb = weight_bytes(g, parse_precision("mxfp4"))
+    wb = weight_bytes(g, parse_recipe("mxfp4"))
     expert_params = sum(x.params for x in g if x.role.startswith("expert_"))
     expert_bytes = wb.by_role["expert_up"] + wb.by_role["expert_down"]
     assert expert_bytes * 8 / expert_params == 4.25
@@ -208,9 +215,9 @@ def test_mxfp4_experts_4_25_bpw_everything_else_bf16():
 
 def test_fp8_int8_scales():
     g = [T("q", "attn_q", 4096, 4096, 1, 1)]
-    assert weight_bytes(g, parse_precision("fp8")).total == 4096 * 4096 + 2 * 4096
-    assert weight_bytes(g, parse_precision("fp8-block")).total == 4096 * 4096 + 4 * 32 * 32
-    assert weight_bytes(g, parse_precision("w8a8")).total == 4096 * 4096 + 4 * 4096
+    assert weight_bytes(g, parse_recipe("fp8")).total == 4096 * 4096 + 2 * 4096
+    assert weight_bytes(g, parse_recipe("fp8-block")).total == 4096 * 4096 + 4 * 32 * 32
+    assert weight_bytes(g, parse_recipe("w8a8")).total == 4096 * 4096 + 4 * 4096
 
 
 @pytest.mark.parametrize("name,kept", [
@@ -224,7 +231,7 @@ def test_fp8_int8_scales():
     ("bf16", set()),
 ])
 def test_skip_lists(name, kept):
-    wb = weight_bytes(mixtral(), parse_precision(name))
+    wb = weight_bytes(mixtral(), parse_recipe(name))
     assert set(wb.kept_high_precision) == kept
     if name != "bf16":
         hp = sum(g.params for g in mixtral() if g.role in kept)
@@ -233,7 +240,7 @@ def test_skip_lists(name, kept):
 
 @pytest.mark.parametrize("name", ["gptq-int4", "awq-int4", "nf4", "fp8", "bf16", "gguf-q4_k_m", "mxfp4"])
 def test_moe_active_bytes(name):
-    wb = weight_bytes(mixtral(), parse_precision(name))
+    wb = weight_bytes(mixtral(), parse_recipe(name))
     assert wb.active < wb.total
     experts = sum(wb.by_role[r] for r in ("expert_gate", "expert_up", "expert_down"))
     assert wb.total - wb.active == experts - experts * 2 // 8       # 2 of 8 experts read per token
@@ -242,14 +249,14 @@ def test_moe_active_bytes(name):
 def test_float_formats_and_unquantized_width():
     g = llama()
     params = sum(x.params for x in g)
-    assert weight_bytes(g, parse_precision("bf16")).total == 2 * params
-    assert weight_bytes(g, parse_precision("float32")).total == 4 * params
-    assert weight_bytes(g, parse_precision("bf16")).kept_high_precision == ()
-    assert [unquantized_bytes(parse_precision(n)) for n in ("bf16", "fp32", "gptq-int4", "gguf-q4_k_m")] == [2, 4, 2, 4]
+    assert weight_bytes(g, parse_recipe("bf16")).total == 2 * params
+    assert weight_bytes(g, parse_recipe("float32")).total == 4 * params
+    assert weight_bytes(g, parse_recipe("bf16")).kept_high_precision == ()
+    assert [unquantized_bytes(parse_recipe(n)) for n in ("bf16", "fp32", "gptq-int4", "gguf-q4_k_m")] == [2, 4, 2, 4]
 
 
 def test_bytes_per_param_ordering():
-    bpp = {n: bytes_per_param(parse_precision(n)) for n in list_precisions()}
+    bpp = {n: bytes_per_param(parse_recipe(n)) for n in list_precisions()}
     assert bpp["bf16"] == 2.0 and bpp["fp32"] == 4.0
     assert bpp["gptq-int2"] < bpp["gptq-int3"] < bpp["gptq-int4"] < bpp["gptq-int8"] < bpp["bf16"]
     assert bpp["gguf-iq1_s"] < bpp["gguf-q2_k"] < bpp["gguf-q4_k_m"] < bpp["gguf-q6_k"] < bpp["gguf-q8_0"]
@@ -264,14 +271,14 @@ def test_bytes_per_param_ordering():
     ("fp8-e4m3", "fp8"), ("w8a8", "int8"), ("int8", "int8"), ("gguf-bf16", "gguf-bf16"), ("mxfp4", "mxfp4"),
 ])
 def test_aliases(alias, canonical):
-    assert parse_precision(alias).name == canonical
+    assert parse_recipe(alias).name == canonical
 
 
 def test_every_listed_precision_parses_and_sizes():
     names = list_precisions()
     assert len(names) == len(set(names)) >= 40
     for n in names:
-        p = parse_precision(n)
+        p = parse_recipe(n)
         assert p.name == n and p.to_dict()["name"] == n and p.kv_default != "fp8"
         assert weight_bytes(llama(layers=2), p).total > 0
 
@@ -280,7 +287,7 @@ def test_every_listed_precision_parses_and_sizes():
                                             ("iq2m", "gguf-iq2_m")])
 def test_unknown_name_suggests(bad, suggestion):
     with pytest.raises(QfitError) as exc:
-        parse_precision(bad)
+        parse_recipe(bad)
     assert suggestion in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -288,13 +295,13 @@ def test_unknown_name_suggests(bad, suggestion):
                                      ("gguf-q4_k_m", 128), ("nf4", 32)])
 def test_bad_group_size(name, gs):
     with pytest.raises(QfitError):
-        parse_precision(name, gs)
+        parse_recipe(name, gs)
 
 
 def test_group_size_defaults_and_choices():
-    assert parse_precision("gptq-int4").group_size == 128
-    assert parse_precision("gptq-int4", -1).group_size == -1
-    assert parse_precision("nf4", 64).group_size == 64
+    assert parse_recipe("gptq-int4").group_size == 128
+    assert parse_recipe("gptq-int4", -1).group_size == -1
+    assert parse_recipe("nf4", 64).group_size == 64
 
 
 def test_import_is_light():

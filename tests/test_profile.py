@@ -117,8 +117,10 @@ def test_compare_ratio_and_missing_prediction():
 
 
 def test_prediction_is_guarded():
-    res = predict.planner_prediction("/nonexistent/model", precision="fp32", device_name="cpu", engine="transformers",
-                                     input_lens=[32], batches=[1], output_tokens=4)
+    from qfit.hardware import get_accelerator
+
+    res = predict.planner_prediction("/nonexistent/model", precision="fp32", acc=get_accelerator("h100"),
+                                     engine="transformers", input_lens=[32], batches=[1], output_tokens=4)
     assert res["available"] is False and res["reason"]
 
 
@@ -168,14 +170,29 @@ def test_cli_bad_input_is_one_line(args, error):
 
 
 def test_precision_name_from_config_with_enum_quant_method():
-    import enum
-    from types import SimpleNamespace
+    from transformers import LlamaConfig
+    from transformers.utils.quantization_config import QuantizationMethod
 
     from qfit.profile.backends.hf import precision_of
 
-    class Method(str, enum.Enum):
-        GPTQ = "gptq"
-
-    cfg = SimpleNamespace(quantization_config={"quant_method": Method.GPTQ, "bits": 4, "group_size": 64})
+    cfg = LlamaConfig()
+    cfg.quantization_config = {"quant_method": QuantizationMethod.GPTQ, "bits": 4, "group_size": 64}
     assert precision_of(cfg, "fp32") == "gptq-int4"
-    assert precision_of(SimpleNamespace(), "bf16") == "bf16"
+    assert precision_of(LlamaConfig(), "bf16") == "bf16"
+
+
+def test_apple_mps_profile_gets_a_prediction(monkeypatch):
+    """A profile run on an Apple GPU (torch device "mps") names its chip for the planner, which predicts for it."""
+    from qfit.profile import predict
+
+    assert predict.apple_device_name("Apple M3 Max", 96 * 2**30, 30) == "Apple M3 Max 96GB 30-core"
+    answers = {"machdep.cpu.brand_string": "Apple M3 Max", "hw.memsize": str(96 * 2**30)}
+    monkeypatch.setattr(predict, "_sysctl", answers.__getitem__)        # what macOS's sysctl prints
+    monkeypatch.setattr(predict, "_apple_gpu_cores", lambda: 30)
+    acc = predict.planner_accelerator("mps")
+    assert acc.backend == "metal" and acc.memory_gib == 96 and 30 in acc.gpu_cores
+    res = predict.planner_prediction("smollm2-135m", precision="fp32", acc=acc, engine="transformers",
+                                     input_lens=[128], batches=[1, 4], output_tokens=16)
+    assert res["available"], res.get("reason")
+    assert res["accelerator"]["backend"] == "metal" and [d["batch"] for d in res["decode"]] == [1, 4]
+    assert res["prefill"][0]["tokens_per_s"] > 0 and res["decode"][0]["tokens_per_s_per_seq"] > 0

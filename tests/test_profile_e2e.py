@@ -24,10 +24,11 @@ FAST = ["--eval", "ppl,kl,piqa", "--limit", "10", "--ppl-tokens", "512", "--ppl-
 def gptq_dir(smollm2_dir, test_cache):
     dest = test_cache / "profile" / "smollm2-gptq-w4g64-n16x256"
     if not (dest / "config.json").is_file():
-        from qfit.quantize.run import Recipe, quantize
+        from qfit.quantize.job import QuantizeJob
+        from qfit.quantize.run import quantize
         dest.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no test cache yet
-        quantize(str(smollm2_dir), dest, Recipe(bits=4, group_size=64, method="gptq", calib="xsum", nsamples=16,
-                                                seqlen=256), device="cpu")
+        quantize(str(smollm2_dir), dest, QuantizeJob.from_flags(bits=4, group_size=64, method="gptq", calib="xsum",
+                                                                nsamples=16, seqlen=256), device="cpu")
     return dest
 
 

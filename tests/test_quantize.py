@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from qfit.cli import cli
 from qfit.errors import QfitError
-from qfit.quantize.run import Recipe, clean_stale_temps, quantize
+from qfit.quantize.job import QuantizeJob
+from qfit.quantize.run import clean_stale_temps, quantize
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,7 @@ def test_existing_out_needs_force(rtn_out, tiny_llama_dir):
 @pytest.mark.parametrize("args, message", [
     (["--bits", "5"], "--bits 5 is not supported"),
     (["--group-size", "100"], "--group-size 100 is not supported"),
-    (["--group-size", "abc"], "expected 32, 64, 128 or -1"),
+    (["--group-size", "abc"], "expected one of -1, 16, 32, 64, 128, 256, 512, 1024"),
     (["--group-size", "128"], "does not divide in_features 64"),
     (["--damp", "1.5"], "--damp"),
     (["--desc-act", "--method", "rtn"], "--desc-act needs calibration"),
@@ -139,7 +140,7 @@ def test_refuses_when_memory_cannot_hold_the_run(tiny_llama_dir, tmp_path, monke
 
     monkeypatch.setattr(est, "available_memory", lambda device: 1_000_000)
     with pytest.raises(QfitError, match=r"needs about .* GB .* only 0\.0 GB is available"):
-        quantize(str(tiny_llama_dir), tmp_path / "o", Recipe(group_size=32, method="rtn"))
+        quantize(str(tiny_llama_dir), tmp_path / "o", QuantizeJob.from_flags(group_size=32, method="rtn"))
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
 
 

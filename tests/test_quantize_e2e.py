@@ -20,7 +20,8 @@ import pytest
 
 from qfit.data.texts import load_text
 from qfit.quantize.inspect import inspect_checkpoint
-from qfit.quantize.run import Recipe, quantize
+from qfit.quantize.job import QuantizeJob
+from qfit.quantize.run import quantize
 
 PPL_BOUND = 1.5
 EVAL_TOKENS = 2048
@@ -63,8 +64,8 @@ def checkpoints(smollm2_dir, tmp_path_factory):
     out = {}
     for method in ("gptq", "rtn"):
         out[method] = root / f"smollm2-{method}-w4g64"
-        quantize(str(smollm2_dir), out[method], Recipe(bits=4, group_size=64, method=method, calib="xsum", **CALIB),
-                 device="cpu")
+        job = QuantizeJob.from_flags(bits=4, group_size=64, method=method, calib="xsum", **CALIB)
+        quantize(str(smollm2_dir), out[method], job, device="cpu")
     return out
 
 

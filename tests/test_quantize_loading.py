@@ -7,8 +7,14 @@ import json
 import pytest
 
 from qfit.errors import QfitError
-from qfit.loading import (check_model_dir, gguf_cache_key, load_causal_lm, load_tokenizer, resolve_model_dir,
-                          smollm2_gguf_path)
+from qfit.loading import (
+    check_model_dir,
+    gguf_cache_key,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_dir,
+    smollm2_gguf_path,
+)
 
 
 def test_local_folder_is_returned_as_is(tiny_llama_dir):

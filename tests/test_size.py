@@ -8,22 +8,34 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from qfit import resolve
+from qfit.api import plan, size
 from qfit.cli import cli
+from qfit.deployment import Deployment
 from qfit.errors import QfitError
 from qfit.hardware import get_accelerator
 from qfit.memory import GIB
 from qfit.model.params import count_params, tensor_groups
 from qfit.model.sources import load_model
 from qfit.perf import estimate_performance
-from qfit.plan import _context, make_plan
-from qfit.precision import parse_precision
-from qfit.size import CostParams, Workload, load_prices, size
+from qfit.precision import parse_recipe
+from qfit.size import CostParams, load_prices
 from qfit.size.cost import cost_of
 from qfit.size.prices import PriceBook
-from qfit.size.search import ReplicaMemory, _precision_data, memory_context, search
+from qfit.size.quality import load_quality
+from qfit.size.search import SpeedInputs
+from qfit.size.search import search as search_objects
 from qfit.size.speed import ReplicaSpeed
+from qfit.workload import Workload
 
-W8K = Workload(context=8192, concurrency=1)
+W8K = Workload(context=8192, batch=1)
+ENGINES = resolve.engines()
+
+
+def search(model, w, accs, precisions=("bf16",), **kw):
+    """The pure search with the names of a test resolved to objects, as qfit.api.size does."""
+    recipes = tuple(parse_recipe(p) for p in precisions)
+    return search_objects(model, w, accs, recipes, ENGINES, load_quality(), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +75,7 @@ def test_7b_4bit_on_one_24gb_card_serves_n_users_not_4n(qwen7):
     s = qwen7.spec
     assert (s.layers, s.kv_heads, s.head_dim, s.count("full")) == (28, 4, 128, 28)
     kv_user = 2 * 28 * 4 * 128 * 2 * 8192                       # 469,762,048 B = 0.4375 GiB (fp16 KV for GPTQ)
-    p1 = make_plan(qwen7, gpu="rtx 4090", precision="gptq-int4", context=8192, batch=1, with_performance=False)
+    p1 = plan(qwen7, gpu="rtx 4090", precision="gptq-int4", context=8192, batch=1, with_performance=False)
     assert p1.memory.kv_per_gpu == kv_user
     fixed = p1.memory.per_gpu - kv_user                        # weights + activations + runtime overhead, one GPU
     budget = 0.9 * 24 * GIB                                    # vLLM gpu_memory_utilization on a 24 GiB card
@@ -71,20 +83,20 @@ def test_7b_4bit_on_one_24gb_card_serves_n_users_not_4n(qwen7):
     assert 20 <= n <= 40
     card = [get_accelerator("rtx 4090")]
     kw = dict(precisions=("gptq-int4",), max_total_gpus=1, max_gpus_per_node=1)
-    ok = search(qwen7, Workload(context=8192, concurrency=n), card, **kw)
+    ok = search(qwen7, Workload(context=8192, batch=n), card, **kw)
     assert [o.gpus for o in ok.options] == [1] and ok.options[0].max_batch == n
     for users in (n + 1, 4 * n):
-        bad = search(qwen7, Workload(context=8192, concurrency=users), card, **kw)
+        bad = search(qwen7, Workload(context=8192, batch=users), card, **kw)
         assert not bad.options and bad.failures[0].constraint == "memory"
     # with more GPUs allowed, 4N users take ceil(4N / N) = 4 single-card replicas (TP=2 would hold more per card)
-    more = search(qwen7, Workload(context=8192, concurrency=4 * n), card, precisions=("gptq-int4",),
+    more = search(qwen7, Workload(context=8192, batch=4 * n), card, precisions=("gptq-int4",),
                   max_gpus_per_node=1)
     assert min(o.gpus for o in more.options) == 4
 
 
 def test_replicas_are_the_fewest_meeting_per_user_speed(qwen7):
     acc = get_accelerator("a100")
-    w = Workload(context=8192, concurrency=64, min_tokens_per_s=60)
+    w = Workload(context=8192, batch=64, min_tokens_per_s=60)
     res = search(qwen7, w, [acc], precisions=("bf16",), max_gpus_per_node=1)
     (o,) = res.options
     # memory alone would take one replica (64 users fit); the speed floor forces more, and one fewer misses it
@@ -95,7 +107,7 @@ def test_replicas_are_the_fewest_meeting_per_user_speed(qwen7):
 
 def test_ttft_and_throughput_constraints(qwen7):
     acc = get_accelerator("h100")
-    w = Workload(context=8192, concurrency=32, rps=4, input_tokens=2000, output_tokens=500, max_ttft_s=1.0)
+    w = Workload(context=8192, batch=32, rps=4, input_tokens=2000, output_tokens=500, max_ttft_s=1.0)
     res = search(qwen7, w, [acc], precisions=("bf16",))
     assert res.options
     for o in res.options:
@@ -103,7 +115,7 @@ def test_ttft_and_throughput_constraints(qwen7):
         # capacity formula by hand: replicas / (prefill per request + output tokens x TPOT / batch)
         pre = o.speed.prefill_s(o.batch, 2000) / o.batch
         assert o.capacity_rps == pytest.approx(o.replicas / (pre + 500 * o.tpot_s / o.batch))
-    tight = search(qwen7, Workload(context=8192, concurrency=1, max_ttft_s=1e-4), [acc], precisions=("bf16",))
+    tight = search(qwen7, Workload(context=8192, batch=1, max_ttft_s=1e-4), [acc], precisions=("bf16",))
     assert not tight.options and {f.constraint for f in tight.failures} == {"ttft"}
 
 
@@ -116,17 +128,19 @@ def test_ttft_and_throughput_constraints(qwen7):
 ])
 def test_fast_paths_equal_planner_and_estimate_performance(model, gpu, prec, tp, batch):
     loaded, acc = load_model(model), get_accelerator(gpu)
-    p = parse_precision(prec)
-    (pd,) = _precision_data(loaded, (prec,))
-    eng = make_plan(loaded, gpu=acc, precision=prec, with_performance=False).engine
-    mem = ReplicaMemory(memory_context(loaded, acc, tp, pd, eng, None), 8192, 2000, {})
-    ref = _context(loaded, acc, tp, p, eng, None)
-    assert mem.ctx.budget == ref.budget and mem.ctx.overhead == ref.overhead and mem.ctx.kv_dtype == ref.kv_dtype
+    p = parse_recipe(prec)
+    eng = plan(loaded, gpu=acc, precision=prec, with_performance=False).engine
+    # the planner's deployment (what plan computes) and the plan itself agree per batch, through one formula
+    ref = Deployment.build(loaded, acc, tp, p, eng)
     for b in (1, batch, 3 * batch):
-        assert mem.per_gpu(b) == pytest.approx(ref.memory(8192, b, 2000).per_gpu, rel=1e-12)
-    speed = ReplicaSpeed(pd.speed, acc, prec, eng.name, tp, ref.kv_dtype)
-    real = estimate_performance(loaded.spec, tensor_groups(loaded.spec), pd.weights, p, acc, gpus=tp, engine=eng.name,
-                                batch=batch, input_len=2000, context=4096, kv_dtype=ref.kv_dtype)
+        planned = plan(loaded, gpu=acc, precision=prec, gpus=tp, batch=b, context=8192, input_len=2000,
+                            with_performance=False, suggest=False)
+        assert ref.per_gpu(8192, b, 2000) == pytest.approx(planned.memory.per_gpu, rel=1e-12)
+    groups = tensor_groups(loaded.spec)
+    speed = ReplicaSpeed(SpeedInputs.build(loaded.spec, groups, ref.weights.recipe), acc, prec, eng, tp, ref.kv_dtype)
+    real = estimate_performance(loaded.spec, groups, ref.weights.recipe, p.name, acc, gpus=tp,
+                                efficiency=eng.efficiency(acc.backend, p.name), batch=batch, input_len=2000,
+                                context=4096, kv_dtype=ref.kv_dtype)
     assert speed.tpot(batch, 4096) == pytest.approx(real.tpot_s, rel=1e-12)
     assert speed.prefill_s(batch, 2000) == pytest.approx(real.ttft_s, rel=1e-12)
 
@@ -146,7 +160,7 @@ def test_cost_formulas_by_hand():
 
 
 def test_ranking_is_cheapest_first_and_pareto_is_non_dominated(qwen7):
-    r = size(qwen7, Workload(context=8192, concurrency=64, min_tokens_per_s=20),
+    r = size(qwen7, Workload(context=8192, batch=64, min_tokens_per_s=20),
              gpus_allowed=["h100", "a100", "l40s", "rtx 4090", "l4"], with_performance=False)
     rents = [o.cost.rent_usd_per_hour for o in r.by_rent]
     assert rents == sorted(rents) and r.chosen is r.by_rent[0]
@@ -168,14 +182,14 @@ def test_price_override_changes_the_winner(qwen7, tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("name,usd_per_hour,list_usd\nH100,0.01,100\n")
     book = load_prices(f)
-    r = size(qwen7, Workload(context=8192, concurrency=8), gpus_allowed=["h100", "rtx 4090", "l4"],
+    r = size(qwen7, Workload(context=8192, batch=8), gpus_allowed=["h100", "rtx 4090", "l4"],
              costs=CostParams(prices=book), with_performance=False)
     assert r.chosen.acc.key == "h100-sxm" and r.chosen.cost.rent_price.value == 0.01
     assert r.chosen.cost.rent_price.source == "--prices p.csv"
 
 
 def test_explanations_name_the_binding_constraint(llama70):
-    r = size(llama70, Workload(context=8192, concurrency=16, min_tokens_per_s=25), precisions=("bf16",),
+    r = size(llama70, Workload(context=8192, batch=16, min_tokens_per_s=25), precisions=("bf16",),
              gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], with_performance=False)
     why = {d["accelerator"]: d for d in r.cheaper_failed}
     assert r.chosen.acc.key == "rtx-4090"

@@ -75,9 +75,9 @@ def test_local_folder_header_count_equals_computed(tiny_dir):
 
 
 def test_local_folder_plans_with_exact_header_bytes(tiny_dir):
-    from qfit.plan import make_plan
+    from qfit.api import plan
 
-    p = make_plan(str(tiny_dir), gpu="rtx-4090")
+    p = plan(str(tiny_dir), gpu="rtx-4090")
     assert p.precision.name == "bf16" and p.memory.weights == p.model.header.bytes
     assert any("exact" in a for a in p.assumptions)
 

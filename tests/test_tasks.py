@@ -59,10 +59,19 @@ def test_boolq_template(tmp_path):
     assert items[0].choices == (" no", " yes") and items[0].gold == 1
 
 
-def test_multiline_option_answer_matches_by_letter():
-    opts = tasks._options("A. x <- 1\n y <- 2\nB. z")
-    assert opts == [("A", "x <- 1 y <- 2"), ("B", "z")]
-    assert tasks._gold({"answer": "A. x <- 1\n y <- 2"}, opts) == 0
+def _one_item(tmp_path, task: str, row: dict):
+    """A one-question copy of a task's file, loaded through the public loader."""
+    path = tmp_path / tasks.TASKS[task].file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row) + "\n")
+    return tasks.load_task(task, data_dir=tmp_path)[1][0]
+
+
+def test_multiline_option_answer_matches_by_letter(tmp_path):
+    item = _one_item(tmp_path, "piqa", {"question": "q", "options": "A. x <- 1\n y <- 2\nB. z",
+                                        "answer": "A. x <- 1\n y <- 2"})
+    assert item.choices == (" x <- 1 y <- 2", " z")
+    assert item.gold == 0
 
 
 @pytest.mark.parametrize("row,error", [
@@ -84,10 +93,10 @@ def test_unknown_task_lists_the_known_ones():
     assert tasks.resolve_task_name("lmeval:arc_easy") == "lmeval:arc_easy"
 
 
-def test_options_spilled_into_the_question_are_moved_back():
+def test_options_spilled_into_the_question_are_moved_back(tmp_path):
     # CommonsenseQA validation line 103 carries options A and B at the end of its question
     row = {"question": "What matters?\nA. newness\nB. loss", "options": "\nC. light\nD. open mind\nE. more",
            "answer": "D. open mind"}
-    item = tasks._qa("Question: ", "\nAnswer:")(row)
+    item = _one_item(tmp_path, "commonsenseqa", row)
     assert item.context == "Question: What matters?\nAnswer:"
     assert item.choices == (" newness", " loss", " light", " open mind", " more") and item.gold == 3

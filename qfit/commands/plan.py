@@ -30,7 +30,9 @@ def _split(value: str | None) -> list[str]:
 @click.option("--batch", "-b", default="1", show_default=True, help="Concurrent sequences; a list (1,8,32) prints a curve.")
 @click.option("--input-len", help="Prompt tokens for prefill/TTFT (default: the context).")
 @click.option("--output-len", help="Generated tokens for end-to-end time (optional).")
-@click.option("--engine", "-e", help="transformers | vllm | sglang | llama.cpp (default: vllm on GPUs, llama.cpp for GGUF).")
+@click.option("--engine", "-e", help="transformers | vllm | sglang | llama.cpp, or a name they stand for (hf, trtllm, "
+                                     "tgi, ollama ...). Default: vllm on GPUs, llama.cpp for GGUF, transformers on "
+                                     "Apple/CPU.")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in DESIGN.md) instead of tables.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch "
@@ -42,46 +44,44 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
     """
-    from qfit import plan as planner
-    from qfit.model.sources import load_model
+    from qfit import api, resolve
 
     n = parse_positive_int(gpus, "--gpus", maximum=4096)
     batches = parse_int_list(batch, "--batch", maximum=1_000_000)
+    if group_size is not None and (group_size == 0 or group_size < -1):
+        raise QfitError(f"--group-size must be a positive integer or -1, got {group_size}")
     kw = dict(engine=engine, gpus=n, kv_dtype=kv_dtype, group_size=group_size,
               context=parse_tokens(context) if context else None,
               input_len=parse_tokens(input_len, "--input-len") if input_len else None,
               output_len=parse_tokens(output_len, "--output-len") if output_len else None)
     gpu_list, prec_list = _split(gpu), _split(precision)
-    if group_size is not None and (group_size == 0 or group_size < -1):
-        raise QfitError(f"--group-size must be a positive integer or -1, got {group_size}")
-    model = load_model(model)
+    loaded = resolve.model(model)
     # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).
-    ships_quantized = planner.default_precision(model) not in {"bf16", "fp16", "fp32"}
+    ships_quantized = loaded.native_precision not in {"bf16", "fp16", "fp32"}
     if len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized)):
-        plans = [planner.make_plan(model, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None,
-                                   batch=b, **kw) for b in batches]
-        if as_json:
-            click.echo(json.dumps(plans[0].to_dict() if len(plans) == 1 else [p.to_dict() for p in plans], indent=2))
-        else:
-            from qfit import report  # rich only when rendering tables
-
-            report.print_plan(plans[0]) if len(plans) == 1 else report.print_curve(plans)
+        plans = api.plans(loaded, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None, batches=batches,
+                          **kw)
+        render = "plan" if len(plans) == 1 else "curve"
     else:
-        plans = planner.plan_matrix(model, gpu_list or DEFAULT_GPUS, prec_list or DEFAULT_PRECISIONS,
-                                    batch=batches[0], **kw)
+        plans = api.matrix(loaded, gpu_list or DEFAULT_GPUS, prec_list or DEFAULT_PRECISIONS, batch=batches[0], **kw)
         if not plans:
             raise QfitError("no compatible precision x accelerator x engine combination to plan")
-        if as_json:
-            click.echo(json.dumps([p.to_dict() for p in plans], indent=2))
-        else:
-            from qfit import report
+        render = "precisions" if len(gpu_list) == 1 else "matrix"
+    if as_json:
+        click.echo(json.dumps(plans[0].to_dict() if render == "plan" else [p.to_dict() for p in plans], indent=2))
+    else:
+        from qfit import report  # rich only when rendering tables
 
-            report.print_precisions(plans) if len(gpu_list) == 1 else report.print_matrix(plans)
+        getattr(report, f"print_{render}")(plans[0] if render == "plan" else plans)
     if plot:
-        from qfit.plot import plot_plans
+        _plot(plans, plot, force, as_json)
 
-        if len({(p.accelerator.key, p.precision.name) for p in plans}) > 1:
-            raise QfitError("--plot draws one configuration: give one --gpu and one --precision")
-        plot_plans(plans, plot, force=force)
-        if not as_json:
-            click.echo(f"wrote {plot}")
+
+def _plot(plans, path: str, force: bool, quiet: bool) -> None:
+    from qfit.plot import plot_plans
+
+    if len({(p.accelerator.key, p.precision.name) for p in plans}) > 1:
+        raise QfitError("--plot draws one configuration: give one --gpu and one --precision")
+    plot_plans(plans, path, force=force)
+    if not quiet:
+        click.echo(f"wrote {path}")

@@ -20,7 +20,13 @@ def _progress_factory(enabled: bool):
             yield lambda: None
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=Console(stderr=True), transient=False) as bar:
             task = bar.add_task(description, total=total)
@@ -32,7 +38,8 @@ def _progress_factory(enabled: bool):
 @click.argument("model")
 @click.option("--baseline", "-b", "baseline", help="Reference model (float checkpoint) scored with the same protocol.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--backend", default="transformers", show_default=True, help="transformers | vllm | llama.cpp")
+@click.option("--backend", default="transformers", show_default=True,
+              help="transformers | vllm | llama.cpp (the engine names of `qfit plan --engine`; hf, llamacpp accepted).")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Compute dtype of float weights (transformers/vllm).")
 @click.option("--eval", "evals", default=None,

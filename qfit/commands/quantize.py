@@ -15,10 +15,12 @@ from qfit.errors import QfitError
 
 
 def _group_size(value: str) -> int:
+    from qfit.precision import GROUP_SIZES
+
     try:
         return int(value)
     except ValueError:
-        raise QfitError(f"--group-size {value!r}: expected 32, 64, 128 or -1") from None
+        raise QfitError(f"--group-size {value!r}: expected one of {', '.join(map(str, GROUP_SIZES['gptq']))}") from None
 
 
 @contextlib.contextmanager
@@ -46,7 +48,14 @@ def _terminate(signum, frame):  # SIGTERM -> same cleanup path as Ctrl-C (temp f
 
 def _rich_progress(console):
     """A per-layer bar with elapsed time and ETA; returns (context manager, factory for run.quantize)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("[bold]quantizing[/] layer"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
@@ -62,9 +71,14 @@ def _rich_progress(console):
 @click.argument("model")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--bits", type=int, default=4, show_default=True, help="2, 3, 4 or 8.")
-@click.option("--group-size", "group_size", default="128", show_default=True, help="32, 64, 128 or -1 (per column).")
+@click.option("--group-size", "group_size", default="128", show_default=True,
+              help="-1 (per column), 16, 32, 64, 128, 256, 512 or 1024; Marlin kernels take -1/32/64/128.")
 @click.option("--desc-act/--no-desc-act", default=False, show_default=True, help="Quantize columns in activation order.")
 @click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (Marlin needs sym).")
+@click.option("--keep", multiple=True, metavar="PATTERN",
+              help="Leave matching modules 16-bit (glob on the module inside a block, e.g. 'mlp.down_proj'); repeatable.")
+@click.option("--override", "overrides", multiple=True, metavar="PATTERN=BITS[:GROUP]",
+              help="Store matching modules at other bits / group size, e.g. 'self_attn.v_proj=8'; repeatable.")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="Hessian dampening (fraction of mean diagonal).")
 @click.option("--calib", default="xsum", show_default=True,
               help="Calibration text: .txt/.jsonl/.parquet file, built-in xsum|boolq-passages|pydoc, or a hub dataset.")
@@ -75,20 +89,22 @@ def _rich_progress(console):
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
-def quantize(model, out, bits, group_size, desc_act, sym, damp, calib, nsamples, seqlen, method, device, force,
-             as_json, trust_remote_code):
-    """Quantize MODEL (HF folder, hub id or .gguf) into OUT as a GPTQ v1 checkpoint with a qfit-report."""
+def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp, calib, nsamples, seqlen, method,
+             device, force, as_json, trust_remote_code):
+    """Quantize MODEL (HF folder, .gguf, hub id or catalog name) into OUT as a GPTQ v1 checkpoint with a qfit-report."""
     from rich.console import Console
 
-    from qfit.quantize.run import Recipe, quantize as run_quantize
+    from qfit.quantize.job import QuantizeJob, parse_override
+    from qfit.quantize.run import quantize as run_quantize
 
-    recipe = Recipe(bits=bits, group_size=_group_size(group_size), desc_act=desc_act, sym=sym, damp=damp,
-                    method=method, nsamples=nsamples, seqlen=seqlen, calib=calib)
+    job = QuantizeJob.from_flags(bits=bits, group_size=_group_size(group_size), desc_act=desc_act, sym=sym,
+                                 keep=tuple(keep), overrides=tuple(parse_override(o) for o in overrides), damp=damp,
+                                 method=method, nsamples=nsamples, seqlen=seqlen, calib=calib)
     console = Console(stderr=True)  # progress and library chatter on stderr: stdout stays clean for --json
     signal.signal(signal.SIGTERM, _terminate)
     bar, factory = _rich_progress(console)
     with _stdout_to_stderr(), bar:
-        report = run_quantize(model, out, recipe, device=device, force=force, progress=factory,
+        report = run_quantize(model, out, job, device=device, force=force, progress=factory,
                               trust_remote_code=trust_remote_code)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -101,8 +117,11 @@ def _render(console, report) -> None:
 
     d = report.to_dict()
     t = Table(title=f"qfit quantize -> {d['out']}", show_header=False)
-    t.add_row("method", f"{d['method']} {d['recipe']['bits']}-bit g{d['recipe']['group_size']} "
-                        f"desc_act={d['recipe']['desc_act']} sym={d['recipe']['sym']}")
+    r = d["recipe"]
+    extra = "".join(f" keep={k}" for k in r["keep"]) + "".join(
+        f" {o['pattern']}={o['bits']}" for o in r["overrides"])
+    t.add_row("method", f"{d['method']} {r['bits']}-bit g{r['group_size']} desc_act={r['desc_act']} sym={r['sym']}"
+              + extra)
     if d["calibration"]:
         c = d["calibration"]
         t.add_row("calibration", f"{c['nsamples']} x {c['seqlen']} tokens, {c['source']['name']} ({c['source']['split']})")

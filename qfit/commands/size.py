@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 
@@ -37,12 +38,10 @@ def _split(value: str | None) -> list[str]:
 
 
 def _precisions(value: str | None) -> tuple[str, ...] | None:
-    from qfit.precision import parse_precision
-
     names = _split(value)
     if not names or names == ["auto"]:
         return None
-    return tuple(parse_precision(n).name for n in names)
+    return tuple(names)
 
 
 @click.command("size")
@@ -75,18 +74,18 @@ def size(model, context, concurrency, rps, input_tokens, output_tokens, min_toke
          kv_dtype, gpus_allowed, max_gpus_per_node, max_gpus, prices, hours_per_month, months, power_cost, top, as_json,
          as_csv, plot, force):
     """Procurement: the cheapest hardware (rent or buy) that serves a workload, and why the cheaper options fail."""
-    from qfit.size import CostParams, Workload, load_prices
-    from qfit.size import size as run
+    from qfit.api import size as run
+    from qfit.size import CostParams, load_prices
+    from qfit.workload import Workload
 
     if as_json and as_csv:
         raise QfitError("choose one of --json and --csv")
     if plot and not force:
-        from pathlib import Path
+        from qfit.atomic import refuse_existing
 
-        if Path(plot).exists():
-            raise QfitError(f"{plot} exists; pass --force to overwrite")
+        refuse_existing(Path(plot))
     w = Workload(
-        context=parse_tokens(context), concurrency=_concurrency(concurrency),
+        context=parse_tokens(context), batch=_concurrency(concurrency),
         rps=parse_float(rps, "--rps") if rps else None,
         input_tokens=parse_tokens(input_tokens, "--input-tokens") if input_tokens else None,
         output_tokens=parse_tokens(output_tokens, "--output-tokens") if output_tokens else None,

@@ -1,27 +1,24 @@
 """Where a model's facts come from (I/O only): a local folder, a hub id, a .gguf file, or the built-in catalog.
 
 Only metadata is read, never weights: config.json, the JSON headers of *.safetensors files (8-byte length + JSON),
-or the GGUF header. Heavy clients (huggingface_hub, gguf) are imported inside the functions that need them.
+or the GGUF header. What the user typed is classified by qfit.model.ref (shared with quantize/profile, which fetch
+weights instead). Heavy clients (huggingface_hub) are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from qfit.errors import QfitError
-from qfit.model.spec import ModelSpec, parse_config
 from qfit.atomic import write_json, write_text
-from qfit.paths import cache_dir, profiles_dir, safe_name
-from qfit.yamlcache import cached
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+from qfit.errors import QfitError
+from qfit.model.ref import ModelRef, catalog_index, model_ref
+from qfit.model.spec import ModelSpec, parse_config
+from qfit.paths import cache_dir, safe_name
+from qfit.precision.recipe import Recipe, float_recipe, parse_recipe, recipe_from_config
 
 
 @dataclass(frozen=True)
@@ -48,32 +45,26 @@ class LoadedModel:
     params_reference: int | None = None
     quantization_config: dict | None = None
 
+    @property
+    def native_precision(self) -> str:
+        """What the checkpoint ships in: GGUF file type, quantization_config, else its float dtype."""
+        if self.header and self.header.file_type:
+            return self.header.file_type
+        recipe = recipe_from_config(self.quantization_config)
+        return (recipe or float_recipe(self.spec.dtype)).name
+
+    def native_recipe(self) -> Recipe:
+        """The recipe the checkpoint ships in, with per-module choices a qfit checkpoint records."""
+        recipe = None if self.header and self.header.file_type else recipe_from_config(self.quantization_config)
+        return recipe or parse_recipe(self.native_precision)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # catalog
 
 
-def _build_index(files: list[Path]) -> dict[str, str]:
-    index: dict[str, str] = {}
-    for path in files:
-        entry = json.loads(path.read_text())
-        keys = [path.stem, entry.get("name"), entry.get("hub_id"), *(entry.get("aliases") or [])]
-        for key in filter(None, keys):
-            index[key.lower()] = path.name
-            if "/" in key:
-                index.setdefault(key.split("/", 1)[1].lower(), path.name)
-    return index
-
-
-@lru_cache(maxsize=1)
-def _catalog() -> dict[str, Path]:
-    """Lower-cased name / slug / hub id / alias -> catalog file (index cached on disk until an entry changes)."""
-    folder = profiles_dir() / "models"
-    return {key: folder / name for key, name in cached(folder, "*.json", _build_index, kind="index").items()}
-
-
 def catalog_entries() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(set(_catalog().values()))]
+    return [json.loads(p.read_text()) for p in sorted(set(catalog_index().values()))]
 
 
 def _load_catalog(path: Path) -> LoadedModel:
@@ -85,7 +76,7 @@ def _load_catalog(path: Path) -> LoadedModel:
 
 
 def catalog_lookup(name: str) -> LoadedModel | None:
-    path = _catalog().get(name.strip().lower())
+    path = catalog_index().get(name.strip().lower())
     return _load_catalog(path) if path else None
 
 
@@ -191,37 +182,15 @@ def _fetch_hub(repo: str, revision: str | None, cache: Path) -> None:
 # entry point
 
 
-def load_model(model: str, *, revision: str | None = None) -> LoadedModel:
-    """Resolve --model: an existing path (folder, config.json, .gguf), a catalog name or alias, else a hub id."""
-    if not model or not model.strip():
-        raise QfitError("--model is empty")
-    path = Path(model).expanduser()
-    if path.exists():
-        if path.is_dir():
-            return _load_local(path)
-        if path.suffix.lower() == ".gguf":
-            from qfit.model.gguf_source import load_gguf
-            return load_gguf(path)
-        if path.name == "config.json":
-            return _load_local(path.parent)
-        raise QfitError(f"{model}: expected a model folder, a config.json or a .gguf file")
-    hit = catalog_lookup(model)
-    if hit:
-        return hit
-    if model.lower().endswith(".gguf") or os.sep in model and not _HUB_ID.match(model):
-        raise QfitError(f"{model}: no such file or folder")
-    if _HUB_ID.match(model):
-        return _load_hub(model, revision)
-    raise QfitError(f"unknown model {model!r}: not a local path, a catalog name or a hub id (org/name);"
-                    f" {_suggest(model)}")
+def load_model(model: str | ModelRef, *, revision: str | None = None) -> LoadedModel:
+    """--model as facts: an existing path (folder, config.json, .gguf), a catalog name or alias, else a hub id."""
+    ref = model if isinstance(model, ModelRef) else model_ref(model)
+    if ref.kind == "folder":
+        return _load_local(Path(ref.location))
+    if ref.kind == "gguf":
+        from qfit.model.gguf_source import load_gguf
 
-
-def _suggest(name: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name.lower(), list(_catalog()), n=3, cutoff=0.5)
-    return f"did you mean: {', '.join(close)}?" if close else "see `qfit models`"
-
-
-def load_spec(model: str, *, revision: str | None = None) -> ModelSpec:
-    return load_model(model, revision=revision).spec
+        return load_gguf(Path(ref.location))
+    if ref.kind == "catalog":
+        return _load_catalog(Path(ref.location))
+    return _load_hub(ref.location, revision)

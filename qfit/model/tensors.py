@@ -8,7 +8,10 @@ GGUF Q4_K_M recipe bump attn_v/ffn_down to Q6_K, or GPTQ keep embeddings, lm_hea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_BLOCK_PREFIX = re.compile(r"^(?:.*\.)?layers\.(?:\d+\.)?")
 
 # Roles of 2-D weight matrices inside transformer blocks: what weight-only quantizers (GPTQ/AWQ/GGUF) compress.
 LINEAR_ROLES = frozenset({
@@ -75,3 +78,15 @@ class TensorGroup:
     @property
     def is_linear(self) -> bool:
         return self.role in LINEAR_ROLES
+
+
+def module_key(name: str) -> str:
+    """Where a tensor sits inside a decoder block, the same for every layer and expert, which is what recipe patterns
+    (`keep`, overrides) match: "model.layers.3.mlp.experts.7.down_proj.weight" (a checkpoint) and
+    "layers.mlp.experts.down_proj" (a TensorGroup) are both "mlp.experts.down_proj". Outside the blocks the last
+    component stays: "model.embed_tokens.weight" -> "embed_tokens", "lm_head" -> "lm_head"."""
+    for suffix in (".weight", ".qweight", ".bias"):
+        name = name.removesuffix(suffix)
+    m = _BLOCK_PREFIX.match(name)
+    name = name[m.end():] if m else name.rsplit(".", 1)[-1]
+    return ".".join(p for p in name.split(".") if not p.isdigit())

@@ -6,61 +6,50 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from qfit.errors import QfitError
-from qfit.perf.efficiency import Efficiency, apply_overlay, backend_for, efficiency_for
+from qfit.hardware import Accelerator
+from qfit.model.spec import ModelSpec
+from qfit.model.tensors import TensorGroup
+from qfit.perf.efficiency import Efficiency, widen
 from qfit.perf.roofline import Device, StepTime, decode_step, prefill
 from qfit.perf.workload import kv_dtype_bytes, shape_of, weight_traffic
-
-# PCIe 4.0 x16 per direction: 16 GT/s x 16 lanes x 128/130 / 8 = 31.5 GB/s (PCI-SIG base spec 4.0), used when the
-# accelerator profile names no GPU-to-GPU link.
-PCIE4_X16_GBPS = 31.5
-
-
-def precision_name(precision) -> str:
-    return str(getattr(precision, "name", None) or precision).lower()
+from qfit.precision.weights import WeightBytes
 
 
 def compute_dtype(name: str) -> str:
     """The dtype the matmuls run in: weight-only formats dequantize to 16-bit activations' dtype."""
     if name in ("fp32", "gguf-f32"):
         return "fp32"
-    if name.startswith("fp8") or name == "w8a8-fp8":
+    if name.startswith("fp8"):
         return "fp8"
-    if name in ("int8", "w8a8", "w8a8-int8"):
+    if name == "int8":
         return "int8"
     return "fp16" if name in ("fp16", "gguf-f16") else "bf16"
 
 
-def _tflops(accelerator, dtype: str) -> float | None:
-    fn = getattr(accelerator, "tflops_for", None)
+def _tflops(acc: Accelerator, dtype: str) -> float | None:
     order = [dtype, "bf16", "fp16", "fp32"] if dtype != "fp32" else ["fp32", "bf16", "fp16"]
-    for key in order:
-        value = fn(key) if callable(fn) else (getattr(accelerator, "tflops", {}) or {}).get(key)
-        if value:
-            return float(value)
-    return None
+    return next((float(v) for v in (acc.tflops_for(k) for k in order) if v), None)
 
 
-def device_view(accelerator, precision: str, gpus: int, compute_peak: str = "tensor") -> tuple[Device, list[str]]:
+def device_view(acc: Accelerator, precision: str, gpus: int, eff: Efficiency) -> tuple[Device, list[str]]:
     notes = []
-    dtype = "fp32" if compute_peak == "vector" else compute_dtype(precision)
-    peak = _tflops(accelerator, dtype)
-    if compute_peak == "vector" and not _tflops(accelerator, "fp32") and peak:
+    dtype = "fp32" if eff.compute_peak == "vector" else compute_dtype(precision)
+    peak = _tflops(acc, dtype)
+    if eff.compute_peak == "vector" and not _tflops(acc, "fp32") and peak:
         notes.append("no FP32 vector figure in the device profile: its tensor peak stands in (prefill optimistic)")
     if not peak:
-        notes.append(f"{getattr(accelerator, 'name', accelerator)} has no compute figure in its profile: the compute "
-                     "roofline is left out, so prefill/TTFT and large-batch figures are optimistic")
+        notes.append(f"{acc.name} has no compute figure in its profile: the compute roofline is left out, so "
+                     "prefill/TTFT and large-batch figures are optimistic")
         peak = 0.0
-    ic = getattr(accelerator, "interconnect", None) or {}
-    ic = ic if isinstance(ic, dict) else vars(ic)
-    kind = str(ic.get("kind") or "pcie").lower()
-    link = float(ic.get("bandwidth_gbps") or 0)
+    kind = (acc.interconnect.kind or "pcie").lower()
+    link = float(acc.interconnect.bandwidth_gbps or 0)
+    fallback = eff.policy.pcie_fallback_gbps
     if gpus > 1 and (not link or kind in ("none", "pcie")):
-        kind, link = "pcie", link or PCIE4_X16_GBPS
+        kind, link = "pcie", link or fallback
         notes.append(f"GPU-to-GPU traffic over PCIe at {link:g} GB/s per direction")
     elif gpus > 1:
         notes.append(f"GPU-to-GPU traffic over {kind} at {link:g} GB/s (profile figure)")
-    dev = Device(float(accelerator.bandwidth_gbps), peak, kind, link or PCIE4_X16_GBPS, gpus)
-    return dev, notes
+    return Device(float(acc.bandwidth_gbps), peak, kind, link or fallback, gpus), notes
 
 
 @dataclass
@@ -106,7 +95,7 @@ def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, notes: list
     out = [
         f"speed: {eff.engine} on {eff.backend}; decode at {eff.decode_bw:.0%} of spec bandwidth, "
         f"fixed {eff.overhead_per_step_us:.0f} us per step + {eff.overhead_per_layer_us:.0f} us per layer, prefill at {eff.prefill_eff:.0%} of dense tensor FLOPs "
-        f"({'fitted' if eff.calibrated else 'prior'}: {eff.source or 'profiles/engines/speed'})",
+        f"({'fitted' if eff.calibrated else 'prior'}: {eff.source or 'profiles/engines/' + eff.engine + '.yaml'})",
         f"format factor for {eff.format.match}: bandwidth x{eff.format.decode_bandwidth:g}, "
         f"prefill x{eff.format.prefill_compute:g}, +{eff.format.overhead_per_layer_us:g} us/layer",
         f"KV cache {kv_dtype}; decode reads it {eff.kv_traffic_factor:g}x per step",
@@ -115,44 +104,35 @@ def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, notes: list
         out.append(f"MoE: {traffic.top_k} of {traffic.num_experts} experts per token; a batch reads the expected "
                    "number of distinct experts 1-(1-k/E)^batch under uniform routing")
     if gpus > 1:
-        out.append("multi-GPU: tensor parallel, 2 ring all-reduces per layer" if eff.multi_gpu == "tensor" else
+        out.append("multi-GPU: tensor parallel, 2 ring all-reduces per layer" if eff.multi_gpu == "tensor_parallel" else
                    f"multi-GPU: {eff.engine} splits layers across GPUs (sequential per token, no decode speed-up)")
     if eff.prefill_chunk_tokens:
         out.append(f"prefill in chunks of {eff.prefill_chunk_tokens} tokens (weights re-read per chunk)")
     return out + list(eff.notes) + notes
 
 
-# The calibration set holds dense 6.7-8B models on single GPUs only: widen the band where an estimate extrapolates
-# beyond that (each factor is a stated judgement, not a measurement; the README lists them).
-EXTRAPOLATION = (
-    (lambda spec, params, gpus: spec.moe is not None, 1.5, "MoE routing/expert kernels (no MoE rows in the calibration)"),
-    (lambda spec, params, gpus: gpus > 1, 1.5, "multi-GPU communication (no multi-GPU rows in the calibration)"),
-    (lambda spec, params, gpus: params > 24e9, 1.5, "a model over 3x the size of the calibrated ones (6.7-8B)"),
-)
-
-
-def widened_band(band: dict, spec, groups, gpus: int) -> dict:
+def widened_band(eff: Efficiency, spec: ModelSpec, groups: list[TensorGroup], gpus: int) -> dict:
+    """The band widened where the estimate leaves what the calibration covered (profiles/planner/policy.yaml)."""
     params = sum(g.params for g in groups)
-    for applies, factor, why in EXTRAPOLATION:
-        if applies(spec, params, gpus):
-            band = {k: (round(v * factor, 1) if k.endswith("_pct") and isinstance(v, (int, float)) else v)
-                    for k, v in band.items()}
-            band["basis"] = f"{band.get('basis', '')}; x{factor:g} for {why}"
+    band = dict(eff.error_band)
+    for rule in eff.policy.extrapolation:
+        if rule.applies(spec.moe is not None, params, gpus):
+            band = widen(band, rule.factor, rule.why)
     return band
 
 
-def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus: int = 1, engine: str = "vllm",
-                         batch: int = 1, input_len: int = 512, context: int | None = None,
-                         kv_dtype: str | None = None, output_len: int | None = None,
-                         efficiency: Efficiency | None = None) -> PerfEstimate:
-    """Speed of one configuration. `context` = KV length at which decode is timed (default: input + half the output)."""
+def estimate_performance(spec: ModelSpec, groups: list[TensorGroup], weights: WeightBytes, precision: str,
+                         acc: Accelerator, *, efficiency: Efficiency, gpus: int = 1, batch: int = 1,
+                         input_len: int = 512, context: int | None = None, kv_dtype: str | None = None,
+                         output_len: int | None = None) -> PerfEstimate:
+    """Speed of one configuration. `efficiency` = engine.efficiency(acc.backend, precision); `context` = KV length at
+    which decode is timed (default: input + half the output)."""
     if batch < 1 or gpus < 1 or input_len < 0:
         raise QfitError("batch and gpus must be >= 1 and input_len >= 0")
-    name = precision_name(precision)
-    eff = efficiency or apply_overlay(efficiency_for(engine, backend_for(accelerator), name))
+    eff = efficiency
     shape = shape_of(spec)
     traffic = weight_traffic(groups, weights, shape)
-    dev, notes = device_view(accelerator, name, gpus, eff.compute_peak)
+    dev, notes = device_view(acc, precision, gpus, eff)
     kv_dtype = kv_dtype or "fp16"
     if context is None:
         context = input_len + (output_len or 0) // 2
@@ -169,7 +149,7 @@ def estimate_performance(spec, groups, weights, precision, accelerator, *, gpus:
         ttft_s=pre_s if input_len else 0.0, tpot_s=step_s, bound=step.bound,
         aggregate_tokens_per_s=batch / step_s, batch=batch,
         assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes),
-        error_band=widened_band(dict(eff.error_band), spec, groups, gpus), breakdown=breakdown)
+        error_band=widened_band(eff, spec, groups, gpus), breakdown=breakdown)
     if output_len:
         est.e2e_s = est.ttft_s + output_len * step_s
         est.e2e_tokens_per_s = output_len / est.e2e_s
@@ -191,17 +171,15 @@ class CurvePoint:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
-def batch_curve(spec, groups, weights, precision, accelerator, *, batches: list[int], gpus: int = 1,
-                engine: str = "vllm", input_len: int = 512, context: int | None = None, kv_dtype: str | None = None,
-                output_len: int | None = None, memory_fn: Callable[[int], tuple[float, bool]] | None = None
-                ) -> list[CurvePoint]:
-    """One point per batch size. memory_fn(batch) -> (total GiB, fits) comes from the memory model (plan.py)."""
-    eff = apply_overlay(efficiency_for(engine, backend_for(accelerator), precision_name(precision)))
+def batch_curve(spec: ModelSpec, groups: list[TensorGroup], weights: WeightBytes, precision: str, acc: Accelerator, *,
+                efficiency: Efficiency, batches: list[int], gpus: int = 1, input_len: int = 512,
+                context: int | None = None, kv_dtype: str | None = None, output_len: int | None = None,
+                memory_fn: Callable[[int], tuple[float, bool]] | None = None) -> list[CurvePoint]:
+    """One point per batch size. memory_fn(batch) -> (total GiB, fits) comes from the memory model."""
     points = []
     for b in sorted(set(batches)):
-        est = estimate_performance(spec, groups, weights, precision, accelerator, gpus=gpus, engine=engine, batch=b,
-                                   input_len=input_len, context=context, kv_dtype=kv_dtype, output_len=output_len,
-                                   efficiency=eff)
+        est = estimate_performance(spec, groups, weights, precision, acc, efficiency=efficiency, gpus=gpus, batch=b,
+                                   input_len=input_len, context=context, kv_dtype=kv_dtype, output_len=output_len)
         mem, fits = memory_fn(b) if memory_fn else (None, None)
         points.append(CurvePoint(b, est.decode_tokens_per_s, est.aggregate_tokens_per_s, est.tpot_s, est.ttft_s,
                                  est.bound, mem, fits))

@@ -12,8 +12,14 @@ import math
 from dataclasses import dataclass
 
 from qfit.perf.efficiency import Efficiency
-from qfit.perf.workload import (Shape, WeightTraffic, attention_flops, kv_bytes_read, prefill_attention_flops,
-                                state_bytes_rw)
+from qfit.perf.workload import (
+    Shape,
+    WeightTraffic,
+    attention_flops,
+    kv_bytes_read,
+    prefill_attention_flops,
+    state_bytes_rw,
+)
 
 ACT_BYTES = 2.0  # activations exchanged by tensor-parallel all-reduces are bf16/fp16
 
@@ -47,7 +53,7 @@ class StepTime:
 
 def _shards(shape: Shape, eff: Efficiency, gpus: int) -> tuple[int, int]:
     """(weight shards, KV shards). Layer split runs GPUs one after another: no speed-up per token, so 1 shard in time."""
-    if gpus <= 1 or eff.multi_gpu != "tensor":
+    if gpus <= 1 or eff.multi_gpu != "tensor_parallel":
         return 1, 1
     return gpus, max(1, min(gpus, shape.kv_heads))   # KV heads replicate when fewer than GPUs
 
@@ -55,9 +61,10 @@ def _shards(shape: Shape, eff: Efficiency, gpus: int) -> tuple[int, int]:
 def allreduce_s(dev: Device, eff: Efficiency, layers: int, tokens: int, hidden: int) -> float:
     """Two ring all-reduces per layer (attention output, MLP output) of tokens x hidden activations."""
     g = dev.gpus
-    if g <= 1 or eff.multi_gpu != "tensor":
+    if g <= 1 or eff.multi_gpu != "tensor_parallel":
         return 0.0
-    latency = eff.allreduce_latency_us.get(dev.link_kind, eff.allreduce_latency_us.get("pcie", 25.0)) * 1e-6
+    # links the profile has no figure for (xgmi, ...) are timed like PCIe, the slowest listed
+    latency = eff.allreduce_latency_us.get(dev.link_kind, eff.allreduce_latency_us["pcie"]) * 1e-6
     msg = tokens * hidden * ACT_BYTES
     per = latency + 2 * (g - 1) / g * msg / (dev.link_gbps * 1e9)
     return 2 * layers * per

@@ -1,8 +1,6 @@
 """Pure: what one decode step or one prefill chunk has to move and compute, from the model's shape alone.
 
 Nothing here knows about engines or devices. The numbers are counts (bytes, FLOPs) that roofline.py turns into time.
-Attributes are read from the ModelSpec by name with defaults (`_attr`), so the module works with the lead's ModelSpec
-and with the small hand-built specs the tests use.
 """
 
 from __future__ import annotations
@@ -10,16 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qfit.memory import KV_DTYPES, STATE_BYTES, parse_kv_dtype
-
-EXPERT_ROLES = frozenset({"expert_gate", "expert_up", "expert_down"})
-
-
-def _attr(obj, *names, default=None):
-    for name in names:
-        value = getattr(obj, name, None) if not isinstance(obj, dict) else obj.get(name)
-        if value is not None:
-            return value
-    return default
+from qfit.model.spec import ModelSpec
+from qfit.model.tensors import TensorGroup
+from qfit.precision.weights import EXPERT_ROLES, WeightBytes
 
 
 def kv_dtype_bytes(kv_dtype: str | None) -> float:
@@ -49,32 +40,18 @@ class Shape:
     top_k: int
 
 
-def shape_of(spec) -> Shape:
-    layers = int(_attr(spec, "layers", "num_hidden_layers"))
-    hidden = int(_attr(spec, "hidden", "hidden_size"))
-    heads = int(_attr(spec, "heads", "num_attention_heads"))
-    kv_heads = int(_attr(spec, "kv_heads", "num_key_value_heads", default=heads))
-    head_dim = int(_attr(spec, "head_dim", default=hidden // heads))
-    kinds = list(_attr(spec, "layer_types", default=None) or ["full"] * layers)
-    count = {k: sum(1 for t in kinds if t == k) for k in ("full", "sliding", "linear", "mla")}
-    mla = _attr(spec, "mla", default=None)
-    if mla:   # ModelSpec marks MLA layers "full": they cache the latent, not per-head K and V
-        count["mla"], count["full"] = count["mla"] + count["full"], 0
-    window = int(_attr(spec, "sliding_window", default=0) or 0)
-    lora = int(_attr(mla, "kv_lora_rank", default=0)) if mla else 0
-    rope = int(_attr(mla, "qk_rope_head_dim", default=0)) if mla else 0
-    lin = _attr(spec, "linear_attn", "linear", "linear_attention", default=None)
-    state = 0
-    if lin is not None:
-        state = int(_attr(lin, "state_elems", default=0) or 0) or (
-            int(_attr(lin, "num_value_heads", "num_v_heads", "value_heads", default=0))
-            * int(_attr(lin, "key_head_dim", "k_head_dim", default=0))
-            * int(_attr(lin, "value_head_dim", "v_head_dim", default=0)))
-    moe = _attr(spec, "moe", default=None)
-    experts = int(_attr(moe, "num_experts", "experts", default=0)) if moe else 0
-    top_k = int(_attr(moe, "top_k", "experts_per_token", default=0)) if moe else 0
-    return Shape(layers, hidden, heads, kv_heads, head_dim, count["full"], count["sliding"], window,
-                 count["mla"], lora + rope, lora + rope, lora, count["linear"], state, experts, top_k)
+def shape_of(spec: ModelSpec) -> Shape:
+    count = {k: spec.count(k) for k in ("full", "sliding", "linear")}
+    mla_layers, lora, rope = 0, 0, 0
+    if spec.mla:   # ModelSpec marks MLA layers "full": they cache the latent, not per-head K and V
+        mla_layers, count["full"] = count["full"], 0
+        lora, rope = spec.mla.kv_lora_rank, spec.mla.qk_rope_head_dim
+    lin = spec.linear
+    state = lin.num_value_heads * lin.key_head_dim * lin.value_head_dim if lin else 0
+    experts, top_k = (spec.moe.num_experts, spec.moe.top_k) if spec.moe else (0, 0)
+    return Shape(spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, count["full"], count["sliding"],
+                 spec.sliding_window or 0, mla_layers, lora + rope, lora + rope, lora, count["linear"], state, experts,
+                 top_k)
 
 
 def kv_tokens_seen(shape: Shape, context: int) -> dict[str, int]:
@@ -145,10 +122,10 @@ class WeightTraffic:
         return self.dense_bytes + self.expert_bytes_total * expert_coverage(self.num_experts, self.top_k, tokens)
 
 
-def weight_traffic(groups, weights, shape: Shape) -> WeightTraffic:
+def weight_traffic(groups: list[TensorGroup], weights: WeightBytes, shape: Shape) -> WeightTraffic:
     """Split the batch-1 active bytes into a part every step reads and a routed-expert part that grows with batch."""
-    by_role = dict(_attr(weights, "by_role", default={}) or {})
-    active_bytes = float(_attr(weights, "active", "active_bytes"))
+    by_role = dict(weights.by_role)
+    active_bytes = float(weights.active)
     expert_total = float(sum(v for role, v in by_role.items() if role in EXPERT_ROLES))
     experts, top_k = shape.num_experts, shape.top_k
     if expert_total and experts:

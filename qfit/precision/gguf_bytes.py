@@ -10,7 +10,13 @@ from typing import Sequence
 
 from qfit.model.tensors import TensorGroup
 from qfit.precision.ggml import (
-    FLOAT_TYPES, FTYPE_BASE, GGML_TYPES, IMATRIX_FTYPES, GgufModel, choose_type, tensor_nbytes,
+    FLOAT_TYPES,
+    FTYPE_BASE,
+    GGML_TYPES,
+    IMATRIX_FTYPES,
+    GgufModel,
+    choose_type,
+    tensor_nbytes,
 )
 
 # Our role -> llama.cpp tensor name stem used by llama_tensor_get_type's substring tests.

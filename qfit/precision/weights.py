@@ -8,9 +8,15 @@ from typing import Sequence
 
 from qfit.errors import QfitError
 from qfit.model.tensors import LINEAR_ROLES, TensorGroup
-from qfit.precision.formats import FP8_BLOCK, MXFP4_BLOCK, NF4_BLOCK, Precision, unquantized_bytes
 from qfit.precision.ggml import FLOAT_TYPES
 from qfit.precision.gguf_bytes import gguf_group_bytes, gguf_split
+from qfit.precision.recipe import (
+    FP8_BLOCK,
+    MXFP4_BLOCK,
+    NF4_BLOCK,
+    Recipe,
+    unquantized_bytes,
+)
 
 EXPERT_ROLES = frozenset({"expert_gate", "expert_up", "expert_down"})
 _FLOAT_WIDTH = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -88,31 +94,32 @@ def int8_tensor_bytes(rows: int, cols: int) -> int:
     return rows * cols + 4 * rows
 
 
-def _quantizes(p: Precision, role: str) -> bool:
+def _quantizes(p: Recipe, g: TensorGroup) -> bool:
     """Which roles a format stores low-bit. GPTQModel/AWQ/fp8/int8/bnb quantize the nn.Linear layers inside the blocks
     (experts, shared experts, MLA and linear-attention projections included) and skip lm_head (GPTQModel default)
     and MoE gates (`mlp.gate` in GPTQModel's module trees, `re:.*mlp.gate$` in llm-compressor recipes); embeddings,
-    norms, convs and per-head vectors are not Linear layers. gpt-oss ships only the experts in MXFP4."""
+    norms, convs and per-head vectors are not Linear layers. gpt-oss ships only the experts in MXFP4. A recipe's
+    `keep` patterns leave more modules 16-bit."""
     if p.family == "float":
         return False
     if p.family == "mxfp":
-        return role in EXPERT_ROLES
-    return role in LINEAR_ROLES
+        return g.role in EXPERT_ROLES
+    return g.role in LINEAR_ROLES and not (p.keep and p.for_module(g.module) is None)
 
 
-def _tensor_bytes(p: Precision, g: TensorGroup, notes: list[str]) -> int:
+def _tensor_bytes(p: Recipe, g: TensorGroup, notes: list[str]) -> int:
     """Bytes of ONE tensor of group g in format p (non-GGUF formats)."""
-    if not _quantizes(p, g.role):
+    if not _quantizes(p, g):
         return g.numel * (_FLOAT_WIDTH[p.name] if p.family == "float" else unquantized_bytes(p))
     if p.family in ("gptq", "awq"):
-        gs = p.group_size
+        bits, gs = p.for_module(g.module) if p.overrides else (int(p.bits), p.group_size)
         if gs != -1 and g.cols % gs:
             lib = ("GPTQModel allocates ceil groups, the last one partial" if p.family == "gptq" else
                    "AutoAWQ asserts divisibility and GPTQModel's AWQ buffers use floor: expect the tool to refuse")
             notes.append(f"group size {gs} does not divide in_features {g.cols} of {g.module} "
                          f"({_ceil(g.cols, gs)} groups modelled; {lib})")
         fn = gptq_tensor_bytes if p.family == "gptq" else awq_tensor_bytes
-        return fn(g.rows, g.cols, int(p.bits), gs)
+        return fn(g.rows, g.cols, bits, gs)
     if p.family == "bnb":
         return nf4_tensor_bytes(g.numel)
     if p.family == "mxfp":
@@ -124,7 +131,7 @@ def _tensor_bytes(p: Precision, g: TensorGroup, notes: list[str]) -> int:
     raise QfitError(f"no byte model for precision {p.name}")
 
 
-def weight_bytes(groups: Sequence[TensorGroup], precision: Precision, *, n_layers: int | None = None
+def weight_bytes(groups: Sequence[TensorGroup], precision: Recipe, *, n_layers: int | None = None
                  ) -> WeightBytes:
     """Stored and per-token-read bytes of `groups` in `precision`.
 
@@ -143,11 +150,11 @@ def weight_bytes(groups: Sequence[TensorGroup], precision: Precision, *, n_layer
     else:
         for g in groups:
             one = _tensor_bytes(precision, g, notes)
-            rows.append((g, one * g.count, one * g.active, _quantizes(precision, g.role)))
+            rows.append((g, one * g.count, one * g.active, _quantizes(precision, g)))
     return _summarise(rows, precision, notes)
 
 
-def _summarise(rows: list[tuple[TensorGroup, int, int, bool]], p: Precision, notes: list[str]) -> WeightBytes:
+def _summarise(rows: list[tuple[TensorGroup, int, int, bool]], p: Recipe, notes: list[str]) -> WeightBytes:
     by_role: dict[str, int] = {}
     qparams = hparams = 0
     kept: list[str] = []
@@ -178,7 +185,7 @@ def _reference_blocks(mlp: str = "mlp") -> list[TensorGroup]:
     return [TensorGroup(f"layers.{r}", r, rows, cols, L, L) for r, rows, cols in shapes]
 
 
-def bytes_per_param(precision: Precision) -> float:
+def bytes_per_param(precision: Recipe) -> float:
     """APPROXIMATE bytes per parameter for a quick matrix view: the exact bytes of the transformer-block linear weights
     of a Llama-3-8B-shaped model divided by their parameter count (scales, zeros, g_idx and GGUF per-tensor mixtures
     included; embeddings, lm_head and the format's skip list excluded). For mxfp4 the MLP is treated as experts

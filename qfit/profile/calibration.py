@@ -1,6 +1,6 @@
 """Fold `qfit profile` results into engine efficiency overlays (the logic behind `qfit calibrate`).
 
-Overlay format (YAML, one file per engine; default ~/.config/qfit/engines/<engine>.yaml, or $QFIT_CONFIG_DIR/engines/):
+Overlay format (YAML, one file per engine, in qfit.paths.overlay_dir(): ~/.config/qfit/engines/<engine>.yaml):
 
     engine: transformers
     written_by: qfit calibrate
@@ -34,6 +34,7 @@ from pathlib import Path
 from qfit.atomic import write_text
 from qfit.errors import QfitError
 
+# torch device kind -> engine backend, for results whose prediction named no accelerator
 _FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
 
 
@@ -57,12 +58,12 @@ def read_results(paths: list[str]) -> list[tuple[str, dict]]:
 
 
 def family_of(result: dict) -> str:
-    pred = result.get("prediction") or {}
-    vendor = str((pred.get("accelerator") or {}).get("vendor", "")).lower()
-    by_vendor = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "xpu", "cpu": "cpu"}
-    if vendor in by_vendor:
-        return by_vendor[vendor]
-    return _FAMILY_BY_KIND.get((result.get("device") or {}).get("kind", ""), "cuda")
+    """The device family (engine backend) a result was measured on: the planned accelerator's, else the device's."""
+    from qfit.hardware import BACKEND_OF_VENDOR
+
+    acc = (result.get("prediction") or {}).get("accelerator") or {}
+    backend = acc.get("backend") or BACKEND_OF_VENDOR.get(str(acc.get("vendor", "")).lower())
+    return backend or _FAMILY_BY_KIND.get((result.get("device") or {}).get("kind", ""), "cuda")
 
 
 def collect_points(results: list[tuple[str, dict]]) -> dict:

@@ -1,67 +1,96 @@
 """The planner's prediction for what `qfit profile` measured, and the measured/predicted comparison.
 
-`planner_prediction` is the ONE place that calls the planner. It is guarded: while qfit.plan is missing or raises, the
-prediction is {"available": false, "reason": ...} and every predicted cell of the report reads "n/a".
-`compare` is pure and pairs each measured figure with its prediction and the ratio measured / predicted.
+`planner_prediction` is the ONE place profile calls the planner, through qfit.api like the CLI. A configuration the
+planner cannot describe (a quantization method it does not model, an engine that does not run there) is recorded as
+{"available": false, "reason": ...} and every predicted cell of the report reads "n/a"; anything else is a bug and
+surfaces as one. `compare` is pure and pairs each measured figure with its prediction (ratio = measured / predicted).
 """
 
 from __future__ import annotations
 
+import subprocess
 from typing import Sequence
 
+from qfit.errors import QfitError
+from qfit.hardware import Accelerator
 
-def planner_device_name(device: str) -> str:
-    """Accelerator name the planner's catalog is asked for: the host CPU is the accelerator "cpu"."""
+
+def apple_device_name(brand: str, memory_bytes: int, gpu_cores: int | None) -> str:
+    """'Apple M3 Max' + 96 GiB + 30 cores -> 'Apple M3 Max 96GB 30-core': the spelling the catalog lookup resolves to
+    that chip's memory configuration and GPU variant."""
+    name = f"{brand.strip()} {round(memory_bytes / 2**30)}GB"
+    return f"{name} {gpu_cores}-core" if gpu_cores else name
+
+
+def _sysctl(key: str) -> str:
+    try:
+        return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        raise QfitError(f"cannot read {key} with sysctl to name this Apple device for the planner") from None
+
+
+def _apple_gpu_cores() -> int | None:
+    """GPU core count from the IORegistry (AGXAccelerator gpu-core-count); None when it cannot be read."""
+    import re
+
+    try:
+        out = subprocess.run(["ioreg", "-rc", "AGXAccelerator", "-d1"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r'"gpu-core-count"\s*=\s*(\d+)', out)
+    return int(m.group(1)) if m else None
+
+
+def planner_accelerator(device: str) -> Accelerator:
+    """The catalogued device a profile ran on: a CUDA GPU by its torch name, an Apple GPU (MPS) by its chip, memory
+    and core count, the host CPU (`cpu`) as qfit.resolve measures it."""
+    from qfit import resolve
+
     if device == "cuda":
         import torch
-        return torch.cuda.get_device_name(0)
+        return resolve.accelerator(torch.cuda.get_device_name(0))
     if device == "mps":
-        return "apple-mps"
-    return "cpu"
+        name = apple_device_name(_sysctl("machdep.cpu.brand_string"), int(_sysctl("hw.memsize")), _apple_gpu_cores())
+        return resolve.accelerator(name)
+    return resolve.accelerator("cpu")
 
 
-def _plan(make_plan, model_ref, **kw) -> dict:
-    plan = make_plan(model_ref, **kw)
-    return plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
-
-
-def planner_prediction(model_ref: str, *, precision: str, device_name: str, engine: str, input_lens: Sequence[int],
+def planner_prediction(model_ref, *, precision: str, acc: Accelerator, engine: str, input_lens: Sequence[int],
                        batches: Sequence[int], output_tokens: int, gpus: int = 1, group_size: int | None = None) -> dict:
     """Predicted prefill per input length (batch 1), decode per batch (context = prompt + output), and memory."""
+    from qfit import api, resolve
+
+    common = dict(gpu=acc.name, precision=precision, engine=engine, gpus=gpus, group_size=group_size)
     try:
-        from qfit.plan import make_plan
-    except Exception as exc:  # noqa: BLE001 - any import failure means "no planner yet", never a crash
-        return {"available": False, "reason": f"planner not importable: {type(exc).__name__}: {exc}"}
-    common = dict(gpu=device_name, precision=precision, engine=engine, gpus=gpus, group_size=group_size)
-    try:
-        from qfit.model.sources import load_model
-        model = load_model(model_ref)  # once: make_plan accepts the loaded model
-        prefill, decode = [], []
-        for n in input_lens:
-            perf = _plan(make_plan, model, context=n, input_len=n, batch=1, **common)["performance"]
-            if not perf:
-                return {"available": False, "reason": "the planner returned no performance estimate "
-                        "(speed model not available)", "request": common}
-            prefill.append({"input_len": n, "tokens_per_s": perf.get("prefill_tokens_per_s"), "ttft_s": perf.get("ttft_s")})
+        model = resolve.model(str(model_ref))   # once: every plan below reuses the loaded model
+        kw = dict(gpu=acc, precision=precision, engine=engine, gpus=gpus, group_size=group_size, suggest=False)
+        prefill = [_prefill_row(api.plan(model, context=n, input_len=n, **kw), n) for n in input_lens]
         context = min(input_lens) + output_tokens
-        last = None
-        for b in batches:
-            last = _plan(make_plan, model, context=context, input_len=min(input_lens), output_len=output_tokens,
-                         batch=b, **common)
-            perf = last["performance"] or {}
-            decode.append({"batch": b, "context": context, "tokens_per_s_per_seq": perf.get("decode_tokens_per_s"),
-                           "tpot_s": perf.get("tpot_s"), "ttft_s": perf.get("ttft_s"), "bound": perf.get("bound"),
-                           "memory_total_gib": last.get("memory", {}).get("total_gib")})
-    except Exception as exc:  # noqa: BLE001 - the report must survive a planner bug; the reason is recorded
-        return {"available": False, "reason": f"planner failed: {type(exc).__name__}: {exc}", "request": common}
-    accel = (last or {}).get("accelerator", {})
-    perf = (last or {}).get("performance") or {}
-    overlay = (perf.get("breakdown") or {}).get("overlay_factors")
-    return {"available": True, "request": common | {"model": model_ref}, "prefill": prefill, "decode": decode,
-            "accelerator": accel, "bandwidth_gbps": accel.get("bandwidth_gbps"),
-            "assumptions": (last or {}).get("assumptions", []) + perf.get("assumptions", []),
-            "error_band": perf.get("error_band"),
+        decode_plans = api.plans(model, batches=list(batches), context=context, input_len=min(input_lens),
+                                 output_len=output_tokens, **kw)
+    except QfitError as exc:
+        return {"available": False, "reason": f"the planner cannot describe this configuration: {exc}",
+                "request": common}
+    decode = [_decode_row(p, context) for p in decode_plans]
+    last = decode_plans[-1].to_dict()
+    perf = last["performance"]
+    overlay = perf["breakdown"].get("overlay_factors")
+    return {"available": True, "request": common | {"model": str(model_ref)}, "prefill": prefill, "decode": decode,
+            "accelerator": last["accelerator"], "bandwidth_gbps": acc.bandwidth_gbps,
+            "assumptions": last["assumptions"] + perf["assumptions"], "error_band": perf["error_band"],
             **({"overlay_factors": overlay} if overlay else {})}
+
+
+def _prefill_row(plan, n: int) -> dict:
+    perf = plan.performance
+    return {"input_len": n, "tokens_per_s": round(perf.prefill_tokens_per_s, 2), "ttft_s": round(perf.ttft_s, 4)}
+
+
+def _decode_row(plan, context: int) -> dict:
+    perf = plan.performance.to_dict()
+    return {"batch": plan.batch, "context": context, "tokens_per_s_per_seq": perf["decode_tokens_per_s"],
+            "tpot_s": perf["tpot_s"], "ttft_s": perf["ttft_s"], "bound": perf["bound"],
+            "memory_total_gib": plan.to_dict()["memory"]["total_gib"]}
 
 
 def _ratio(measured, predicted):

@@ -8,7 +8,6 @@ from typing import Callable
 
 from qfit.errors import QfitError
 
-ENGINE_OF_BACKEND = {"transformers": "transformers", "vllm": "vllm", "llama.cpp": "llama.cpp"}
 METHODS = [
     "perplexity SE by the delta method on per-token NLL (tokens assumed independent: an underestimate)",
     "KL(base||model) and top-1 agreement on the same scored tokens as perplexity; SE = sd/sqrt(n) and sqrt(p(1-p)/n)",
@@ -116,15 +115,19 @@ def _speed(opts: ProfileOptions, model, prediction: dict, progress) -> dict:
 
 
 def _predict(opts: ProfileOptions, model) -> dict:
-    from qfit.profile.predict import planner_device_name, planner_prediction
+    from qfit.profile.predict import planner_accelerator, planner_prediction
     if not opts.speed:
         return {"available": False, "reason": "speed not measured (--no-speed)"}
     group = None
     qc = model.info.extra.get("quantization_config") if model.info.extra else None
     if isinstance(qc, dict):
         group = qc.get("group_size")
-    return planner_prediction(model.info.path, precision=model.info.precision,
-                              device_name=planner_device_name(model.device), engine=ENGINE_OF_BACKEND[model.name],
+    try:
+        acc = planner_accelerator(model.device)
+    except QfitError as exc:
+        return {"available": False, "reason": f"the device is not one the planner knows: {exc}"}
+    # backend names are engine names (qfit.profile.backends normalised them through the engine registry)
+    return planner_prediction(model.info.path, precision=model.info.precision, acc=acc, engine=model.name,
                               input_lens=opts.input_lens, batches=opts.batches, output_tokens=opts.output_tokens,
                               gpus=opts.tensor_parallel, group_size=group)
 

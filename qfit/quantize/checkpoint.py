@@ -17,21 +17,7 @@ from qfit.errors import QfitError
 # Files copied next to the weights so the folder loads on its own (tokenizer + generation defaults).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
               "merges.txt", "chat_template.jinja", "generation_config.json", "added_tokens.json")
-# The quantization_config keys transformers/optimum, GPTQModel and vLLM read for a v1 GPTQ checkpoint.
-STANDARD_KEYS = ("quant_method", "bits", "group_size", "desc_act", "sym", "checkpoint_format", "format", "lm_head",
-                 "true_sequential", "static_groups", "damp_percent", "pack_dtype")
 _LAYER_RE = re.compile(r"(^|\.)layers\.(\d+)\.")
-
-
-def quantization_config(bits: int, group_size: int, desc_act: bool, sym: bool, damp: float, method: str,
-                        tool: str) -> dict:
-    """The standard v1 block; `meta` says who made it without paths or calibration text."""
-    return {
-        "quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": desc_act, "sym": sym,
-        "checkpoint_format": "gptq", "format": "gptq", "lm_head": False, "true_sequential": True,
-        "static_groups": False, "damp_percent": damp, "pack_dtype": "int32",
-        "meta": {"quantizer": [tool], "method": method},
-    }
 
 
 def is_quantizable(name: str, shape: tuple) -> bool:
@@ -114,8 +100,9 @@ def scrub_text(out_dir: Path, forbidden: list[str]) -> list[str]:
     return hits
 
 
-def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym: bool, on_layer=None) -> list[dict]:
-    """Round-to-nearest every quantizable tensor of a float folder into a v1 checkpoint at out_dir.
+def write_rtn(model_dir: Path, out_dir: Path, recipe, on_layer=None) -> list[dict]:
+    """Round-to-nearest every quantizable tensor of a float folder into a v1 checkpoint at out_dir, at the bits and
+    group size the recipe gives each module (modules it keeps stay 16-bit).
 
     Tensors are read one at a time from the safetensors files; non-quantized tensors are stored as bf16, as GPTQModel
     stores them, so RTN and GPTQ checkpoints differ only in how the linear weights were rounded. Returns per-layer stats (relative weight error, seconds)."""
@@ -135,11 +122,13 @@ def write_rtn(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, sym
             for name in fh.keys():
                 t0 = time.perf_counter()
                 tensor = fh.get_tensor(name)
-                if not is_quantizable(name, tuple(tensor.shape)):
+                stored = recipe.for_module(name) if is_quantizable(name, tuple(tensor.shape)) else None
+                if stored is None:
                     out[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
                     continue
                 prefix = name[: -len(".weight")]
-                q, scales, zeros, g_idx = rtn_quantize(tensor, bits, group_size, sym)
+                bits, group_size = stored
+                q, scales, zeros, g_idx = rtn_quantize(tensor, bits, group_size, recipe.sym)
                 out.update(pack_linear(q, scales, zeros, g_idx, bits).tensors(prefix))
                 deq = (scales.float()[g_idx.long()] * (q - zeros[g_idx.long()]).float()).t()
                 err = float(((deq - tensor.float()) ** 2).sum() / (tensor.float() ** 2).sum().clamp_min(1e-30))

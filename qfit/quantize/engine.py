@@ -75,17 +75,23 @@ def layer_stats(log, callback_times: dict[int, float]) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
-def run_gptq(model_dir: Path, out_dir: Path, *, bits: int, group_size: int, desc_act: bool, sym: bool, damp: float,
-             windows: list[list[int]], device: str, on_layer=None, trust_remote_code: bool = False) -> list[dict]:
+def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], device: str, on_layer=None,
+             trust_remote_code: bool = False) -> list[dict]:
     """Quantize with GPTQModel and save into out_dir (the caller normalises config files afterwards)."""
+    from qfit.precision import quantization_config
+
     try:
         from gptqmodel import GPTQModel, QuantizeConfig
     except ImportError as exc:
         raise QfitError(f"--method gptq needs gptqmodel (README: set-up): {exc}") from None
     # act_group_aware is a GPTQModel extension that reorders groups; off keeps g_idx the plain i // group_size that
     # every v1 reader and Marlin's desc_act=False path assume. offload_to_disk would record a temp path in meta.
-    qc = QuantizeConfig(bits=bits, group_size=group_size, desc_act=desc_act, sym=sym, damp_percent=damp,
-                        act_group_aware=False, offload_to_disk=False)
+    r = job.recipe
+    # per-module choices (keep / overrides) reach GPTQModel as its `dynamic` rules, the same ones config.json carries
+    dynamic = quantization_config(r, damp=job.damp, method=job.method, tool="").get("dynamic")
+    qc = QuantizeConfig(bits=int(r.bits), group_size=r.group_size, desc_act=r.desc_act, sym=r.sym,
+                        damp_percent=job.damp, act_group_aware=False, offload_to_disk=False,
+                        **({"dynamic": dynamic} if dynamic else {}))
     model = GPTQModel.load(str(model_dir), qc, device=device, trust_remote_code=trust_remote_code)
     callback = LayerCallback(on_layer)
     model.layer_callback = callback

@@ -129,6 +129,8 @@ def marlin_config_failures(bits, group_size, sym) -> list[str]:
 
 
 def config_problems(q: dict) -> list[str]:
+    from qfit.precision import GPTQ_BITS, GROUP_SIZES
+
     probs = []
     if q.get("quant_method") != "gptq":
         probs.append(f"quant_method is {q.get('quant_method')!r}, expected 'gptq'")
@@ -137,10 +139,10 @@ def config_problems(q: dict) -> list[str]:
         probs.append(f"checkpoint_format is {fmt!r}: only v1 'gptq' is the format transformers and vLLM read unchanged")
     if q.get("format") not in (None, fmt):
         probs.append(f"format {q.get('format')!r} disagrees with checkpoint_format {fmt!r}")
-    if q.get("bits") not in (2, 3, 4, 8):
-        probs.append(f"bits {q.get('bits')!r} not in 2/3/4/8")
-    if q.get("group_size") not in (-1, 32, 64, 128) and not (isinstance(q.get("group_size"), int) and q["group_size"] > 0):
-        probs.append(f"group_size {q.get('group_size')!r} is not -1 or a positive integer")
+    if q.get("bits") not in GPTQ_BITS:
+        probs.append(f"bits {q.get('bits')!r} not in {'/'.join(map(str, GPTQ_BITS))}")
+    if q.get("group_size") not in GROUP_SIZES["gptq"]:
+        probs.append(f"group_size {q.get('group_size')!r} is not one of {', '.join(map(str, GROUP_SIZES['gptq']))}")
     for key in ("desc_act", "sym"):
         if not isinstance(q.get(key), bool):
             probs.append(f"{key} missing or not a boolean")
@@ -179,11 +181,12 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
     bits, group = q.get("bits"), q.get("group_size")
     probs = config_problems(q)
     modules: list[ModuleCheck] = []
-    if isinstance(bits, int) and isinstance(group, int) and bits in (2, 3, 4, 8):
+    if not probs:
         prefixes = sorted({k[: -len(".qweight")] for k in header if k.endswith(".qweight")})
         if not prefixes:
             probs.append("no .qweight tensors found")
-        modules = [check_module(header, p, bits, group) for p in prefixes]
+        stored = _per_module(q, header)
+        modules = [check_module(header, p, *stored(p)) for p in prefixes]
     tensor_bytes = sum(_nbytes(v) for v in header.values())
     qparams = sum(m.in_features * m.out_features for m in modules if m.in_features and m.out_features)
     qbytes = sum(_nbytes(header[f"{m.name}.{k}"]) for m in modules if not m.problems
@@ -200,6 +203,23 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
         modules=modules, tensor_bytes=tensor_bytes, file_bytes=sum(f.stat().st_size for f in files),
         quantized_params=qparams, bits_per_weight=(8 * qbytes / qparams) if qparams else None,
         marlin_compatible=not reasons and not probs, marlin_reasons=reasons)
+
+
+def _per_module(q: dict, header: dict):
+    """module prefix -> (bits, group size) it should be stored at: the recipe's, module by module (keep/overrides
+    written by qfit). A foreign `dynamic` rule set is not interpreted: each module's width is read off its qweight rows
+    (in_features x bits / 32) and its group size off its scales."""
+    from qfit.precision import recipe_from_config
+
+    recipe = recipe_from_config(q)
+    if not q.get("dynamic") or recipe.overrides or recipe.keep:
+        return lambda prefix: recipe.for_module(prefix) or (int(recipe.bits), recipe.group_size)
+
+    def read_off(prefix: str) -> tuple[int, int]:
+        rows, in_f = header[f"{prefix}.qweight"]["shape"][0], header[f"{prefix}.g_idx"]["shape"][0]
+        groups = header[f"{prefix}.scales"]["shape"][0]
+        return rows * 32 // max(in_f, 1), -1 if groups == 1 else -(-in_f // max(groups, 1))
+    return read_off
 
 
 def _nbytes(entry: dict) -> int:

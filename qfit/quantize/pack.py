@@ -21,9 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUPPORTED_BITS = (2, 3, 4, 8)
-SUPPORTED_GROUPS = (32, 64, 128, -1)
-
 
 def pack_rows(values, bits: int):
     """int values [N, M] in [0, 2**bits) -> int32 [N * bits / 32, M], packed along dim 0 (N % 32 == 0)."""

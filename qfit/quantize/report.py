@@ -26,26 +26,20 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def planner_prediction(model_dir: Path, bits: int, group_size: int) -> dict:
-    """The planner's predicted weight bytes for this recipe, or why it is unavailable.
+def planner_prediction(model_dir: Path, recipe) -> dict:
+    """The planner's weight bytes for the recipe that was written, from the source folder's config.json alone (the
+    same count `qfit plan` makes), or why it cannot make one (an architecture the planner cannot read)."""
+    from qfit.errors import QfitError
+    from qfit.model.params import tensor_groups
+    from qfit.model.sources import load_model
+    from qfit.precision import weight_bytes
 
-    Kept in this one function so the planner's API can change without touching the rest of quantize."""
     try:
-        from qfit.model.params import tensor_groups
-        from qfit.model.sources import load_spec
-        from qfit.precision import parse_precision, weight_bytes
-    except ImportError as exc:
-        return {"available": False, "reason": f"planner not importable: {exc}"}
-    try:
-        spec = load_spec(str(model_dir))
-        precision = parse_precision(f"gptq-int{bits}", group_size=group_size)
-        predicted = weight_bytes(tensor_groups(spec), precision)
-    except Exception as exc:  # the planner is optional here: a failure must not lose a finished checkpoint
-        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
-    total = int(getattr(predicted, "total", predicted))
-    extra = predicted.to_dict() if hasattr(predicted, "to_dict") else {}
-    return {"available": True, "precision": f"gptq-int{bits}", "group_size": group_size,
-            "weight_bytes": total, "detail": extra}
+        predicted = weight_bytes(tensor_groups(load_model(str(model_dir)).spec), recipe)
+    except QfitError as exc:  # a finished checkpoint is not lost over a model the planner cannot describe
+        return {"available": False, "reason": str(exc)}
+    return {"available": True, "precision": recipe.name, "group_size": recipe.group_size,
+            "weight_bytes": predicted.total, "detail": predicted.to_dict()}
 
 
 @dataclass

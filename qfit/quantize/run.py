@@ -7,97 +7,14 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qfit.atomic import publish_dir
 from qfit.errors import QfitError
 from qfit.quantize import checkpoint as ck
-from qfit.quantize.inspect import read_header
+from qfit.quantize.job import ModelLayout, QuantizeJob, check_shapes, read_layout
 
-METHODS = ("gptq", "rtn")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    bits: int = 4
-    group_size: int = 128
-    desc_act: bool = False
-    sym: bool = True
-    damp: float = 0.01
-    method: str = "gptq"
-    nsamples: int = 128
-    seqlen: int = 2048
-    calib: str = "xsum"
-
-    def validate(self) -> None:
-        from qfit.quantize.pack import SUPPORTED_BITS, SUPPORTED_GROUPS
-
-        if self.bits not in SUPPORTED_BITS:
-            raise QfitError(f"--bits {self.bits} is not supported: choose 2, 3, 4 or 8")
-        if self.group_size not in SUPPORTED_GROUPS:
-            raise QfitError(f"--group-size {self.group_size} is not supported: choose 32, 64, 128 or -1 (per column)")
-        if self.method not in METHODS:
-            raise QfitError(f"--method {self.method!r}: choose gptq or rtn")
-        if not 0 < self.damp < 1:
-            raise QfitError(f"--damp {self.damp} must be between 0 and 1 (fraction of the Hessian's mean diagonal)")
-        if self.nsamples < 1 or self.seqlen < 16:
-            raise QfitError("--nsamples must be >= 1 and --seqlen >= 16")
-        if self.method == "rtn" and self.desc_act:
-            raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ModelLayout:
-    """What the safetensors headers say: float bytes, linear shapes (out, in) of the quantizable modules."""
-
-    float_bytes: int
-    float_dtype_bytes: int
-    linears: dict[str, tuple[int, int]]
-    num_layers: int
-    hidden: int
-
-    def packed_bytes(self, bits: int, group_size: int) -> int:
-        total = 0
-        for out_f, in_f in self.linears.values():
-            groups = 1 if group_size == -1 else in_f // group_size
-            total += in_f * out_f * bits // 8 + groups * out_f * (2 + bits / 8) + in_f * 4
-        return int(total)
-
-
-def read_layout(model_dir: Path) -> ModelLayout:
-    from qfit.quantize.inspect import DTYPE_BYTES
-
-    config = ck.read_config(model_dir)
-    text = config.get("text_config", config)
-    linears, total, widths = {}, 0, []
-    for shard in sorted(Path(model_dir).glob("*.safetensors")):
-        for name, entry in read_header(shard).items():
-            start, end = entry["data_offsets"]
-            total += end - start
-            widths.append(DTYPE_BYTES.get(entry["dtype"], 4))
-            if ck.is_quantizable(name, tuple(entry["shape"])):
-                linears[name[: -len(".weight")]] = tuple(entry["shape"])
-    if not linears:
-        raise QfitError(f"{model_dir}: no quantizable linear layers found (expected *.layers.N.*.weight tensors)")
-    layers = {ck.layer_index(n) for n in linears}
-    return ModelLayout(float_bytes=total, float_dtype_bytes=max(set(widths), key=widths.count), linears=linears,
-                       num_layers=len(layers), hidden=int(text.get("hidden_size", 0) or 0))
-
-
-def check_shapes(layout: ModelLayout, recipe: Recipe) -> None:
-    """Refuse recipes the v1 layout cannot store, naming the module and the group sizes that would work."""
-    for name, (out_f, in_f) in layout.linears.items():
-        if recipe.group_size != -1 and in_f % recipe.group_size:
-            ok = [g for g in (32, 64, 128) if in_f % g == 0 and all(i % g == 0 for _, i in layout.linears.values())]
-            hint = f"; group sizes that divide every layer: {', '.join(map(str, ok + [-1]))}"
-            raise QfitError(f"--group-size {recipe.group_size} does not divide in_features {in_f} of {name}{hint}")
-        if in_f % 32 or (out_f * recipe.bits) % 32:
-            raise QfitError(f"{name} ({in_f} in, {out_f} out) cannot be packed into int32 words at {recipe.bits} bits")
 
 
 def pick_device(device: str, method: str) -> str:
@@ -134,7 +51,7 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", force: bool = False,
+def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", force: bool = False,
              progress=None, trust_remote_code: bool = False):
     """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
     invoked with each finished layer index (the CLI draws a rich bar with it)."""
@@ -142,31 +59,31 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
     from qfit.paths import cache_dir
     from qfit.quantize.engine import prepare_env
 
-    recipe.validate()
+    job.validate()
     out = Path(out).expanduser().resolve()
     if out.exists() and not force:
         raise QfitError(f"{out} already exists: pass --force to replace it")
     if not out.parent.is_dir():
         raise QfitError(f"parent folder of {out} does not exist")
     calib_text = None
-    if recipe.method == "gptq":
+    if job.method == "gptq":
         from qfit.quantize.calib import calibration_text
 
-        calib_text = calibration_text(recipe.calib)
+        calib_text = calibration_text(job.calib)
     model_dir = resolve_model_dir(model)
     check_model_dir(model_dir)
     layout = read_layout(model_dir)
-    check_shapes(layout, recipe)
-    dev = pick_device(device, recipe.method)
+    check_shapes(layout, job.recipe)
+    dev = pick_device(device, job.method)
     prepare_env(cache_dir())
 
     calib, windows = None, []
-    if recipe.method == "gptq":
+    if job.method == "gptq":
         from qfit.quantize.calib import build_calibration
 
         calib, windows = build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code),
-                                           *calib_text, recipe.nsamples, recipe.seqlen)
-    estimate = predict_memory(layout, recipe, dev)
+                                           *calib_text, job.nsamples, job.seqlen)
+    estimate = predict_memory(layout, job, dev)
     if not estimate.fits:
         raise QfitError(f"this run needs about {estimate.total_bytes / 1e9:.1f} GB on {dev} (predicted: model "
                         f"{estimate.model_bytes / 1e9:.1f} + activations {estimate.activation_bytes / 1e9:.1f} + Hessians "
@@ -177,7 +94,7 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
-        report = _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, estimate, progress,
+        report = _produce(model, model_dir, tmp, out, job, layout, dev, calib, windows, estimate, progress,
                           trust_remote_code)
         publish_dir(tmp, out, force)
     except BaseException:
@@ -186,44 +103,48 @@ def quantize(model: str, out: Path, recipe: Recipe, *, device: str = "auto", for
     return report
 
 
-def predict_memory(layout: ModelLayout, recipe: Recipe, device: str):
+def predict_memory(layout: ModelLayout, job: QuantizeJob, device: str):
     from qfit.quantize.estimate import available_memory, estimate_peak
 
     first_layer = min(ck.layer_index(n) for n in layout.linears)
     block_in = [i for n, (_, i) in layout.linears.items() if ck.layer_index(n) == first_layer]
     # GPTQModel works in bf16/fp16 on the model it loads (observed: bf16 tensors in its per-module log)
-    return estimate_peak(method=recipe.method, device=device, float_bytes=layout.float_bytes, working_dtype_bytes=2,
+    return estimate_peak(method=job.method, device=device, float_bytes=layout.float_bytes, working_dtype_bytes=2,
                          float_dtype_bytes=layout.float_dtype_bytes, hidden=layout.hidden, block_linear_in=block_in,
                          largest_linear=max(o * i for o, i in layout.linears.values()),
-                         packed_bytes=layout.packed_bytes(recipe.bits, recipe.group_size), nsamples=recipe.nsamples,
-                         seqlen=recipe.seqlen, available_bytes=available_memory(device))
+                         packed_bytes=layout.packed_bytes(job.recipe), nsamples=job.nsamples,
+                         seqlen=job.seqlen, available_bytes=available_memory(device))
 
 
-def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, estimate, progress, trust_remote_code):
+def _write_codes(job: QuantizeJob, model_dir: Path, tmp: Path, windows, dev: str, on_layer, trust_remote_code):
+    """Quantize into tmp; -> (per-layer stats, tool that chose the codes)."""
     from qfit import __version__
+
+    if job.method == "rtn":
+        layers = ck.write_rtn(model_dir, tmp, job.recipe, on_layer=on_layer)
+        shutil.copy2(model_dir / "config.json", tmp / "config.json")
+        return layers, f"qfit:{__version__}"
+    import gptqmodel
+
     from qfit.quantize.engine import run_gptq
+
+    layers = run_gptq(model_dir, tmp, job, windows=windows, device=dev, on_layer=on_layer,
+                      trust_remote_code=trust_remote_code)
+    return layers, f"gptqmodel:{gptqmodel.__version__}"
+
+
+def _produce(model, model_dir, tmp, out, job: QuantizeJob, layout, dev, calib, windows, estimate, progress,
+             trust_remote_code):
+    from qfit.precision import quantization_config
     from qfit.quantize.inspect import inspect_checkpoint
     from qfit.quantize.report import QuantizeReport, planner_prediction, render_markdown
 
     on_layer = progress(layout.num_layers) if progress else None
     t0 = time.perf_counter()
-    if recipe.method == "rtn":
-        layers = ck.write_rtn(model_dir, tmp, bits=recipe.bits, group_size=recipe.group_size, sym=recipe.sym,
-                              on_layer=on_layer)
-        shutil.copy2(model_dir / "config.json", tmp / "config.json")
-        tool = f"qfit:{__version__}"
-    else:
-        import gptqmodel
-
-        layers = run_gptq(model_dir, tmp, bits=recipe.bits, group_size=recipe.group_size, desc_act=recipe.desc_act,
-                          sym=recipe.sym, damp=recipe.damp, windows=windows, device=dev, on_layer=on_layer,
-                          trust_remote_code=trust_remote_code)
-        tool = f"gptqmodel:{gptqmodel.__version__}"
+    layers, tool = _write_codes(job, model_dir, tmp, windows, dev, on_layer, trust_remote_code)
     wall = time.perf_counter() - t0
     ck.copy_side_files(model_dir, tmp)
-    qcfg = ck.quantization_config(recipe.bits, recipe.group_size, recipe.desc_act, recipe.sym, recipe.damp,
-                                  recipe.method, tool)
-    ck.finalize_config(tmp, qcfg)
+    ck.finalize_config(tmp, quantization_config(job.recipe, damp=job.damp, method=job.method, tool=tool))
     leaks = ck.scrub_text(tmp, [str(tmp), "/tmp/", str(Path.home())])
     if leaks:
         raise QfitError(f"internal: {', '.join(leaks)} still mention a temp path; refusing to publish the checkpoint")
@@ -231,13 +152,12 @@ def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, es
     if not checked.ok:
         raise QfitError(f"internal: the written checkpoint fails layout checks: {checked.to_dict()['config_problems']}")
     report = QuantizeReport(
-        model=str(model), model_dir=str(model_dir), out=str(out), method=recipe.method, recipe=recipe.to_dict(),
+        model=str(model), model_dir=str(model_dir), out=str(out), method=job.method, recipe=job.to_dict(),
         calibration=calib.to_dict() if calib else None, layers=layers, quantized_params=checked.quantized_params,
         bits_per_weight=round(checked.bits_per_weight or 0.0, 4), size_on_disk_bytes=0,
         weight_bytes=checked.tensor_bytes, float_weight_bytes=layout.float_bytes, wall_seconds=round(wall, 2),
         peak_rss_bytes=peak_rss_bytes(), peak_vram_bytes=_peak_vram(dev), memory_estimate=estimate.to_dict(),
-        device=dev, planner_prediction=planner_prediction(model_dir, recipe.bits, recipe.group_size),
-        notes=_notes(recipe, checked))
+        device=dev, planner_prediction=planner_prediction(model_dir, job.recipe), notes=_notes(job.recipe, checked))
     # written twice so that the size on disk it states includes the report files themselves
     ck.write_json(tmp / "qfit-report.json", report.to_dict())
     (tmp / "qfit-report.md").write_text(render_markdown(report))
@@ -247,7 +167,7 @@ def _produce(model, model_dir, tmp, out, recipe, layout, dev, calib, windows, es
     return report
 
 
-def _notes(recipe: Recipe, checked) -> list[str]:
+def _notes(recipe, checked) -> list[str]:
     notes = [f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"]
     if not recipe.sym:
         # v1 stores zero-1; loaders add 1 to the packed word, so a zero point of 0 carries into its neighbour

@@ -1,19 +1,22 @@
-"""`size()`: validate the request, run the search, rank and explain; `SizeResult.to_dict()` drives JSON, CSV and tables."""
+"""`size()`: validate the request, run the search, rank and explain; `SizeResult.to_dict()` drives JSON, CSV and tables.
+Pure over resolved objects (qfit.api.size resolves what the user typed)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from qfit.engines import get_engine
+from qfit.engines import EngineRegistry
 from qfit.errors import QfitError
-from qfit.hardware import Accelerator, get_accelerator, load_accelerators
+from qfit.hardware import Accelerator
 from qfit.model.params import ParamCounts, count_params
-from qfit.model.sources import LoadedModel, load_model
+from qfit.model.sources import LoadedModel
+from qfit.precision import Recipe
 from qfit.size import rank
 from qfit.size.cost import CostParams
-from qfit.size.quality import quality_of
-from qfit.size.search import DEFAULT_PRECISIONS, MAX_TOTAL_GPUS, Option, SearchResult, Workload, search
+from qfit.size.quality import QualityTable
+from qfit.size.search import MAX_TOTAL_GPUS, Option, SearchResult, search
+from qfit.workload import Workload
 
 
 @dataclass
@@ -33,6 +36,7 @@ class SizeResult:
     frontier: list[Option]
     chosen: Option | None
     cheaper_failed: list[dict]
+    quality: QualityTable = field(default_factory=lambda: QualityTable({}))
     notes: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
 
@@ -59,7 +63,7 @@ class SizeResult:
             "pareto": [o.to_dict(w) for o in self.frontier],
             "cheaper_failed": self.cheaper_failed,
             "infeasible": self._infeasible(),
-            "quality": {p: quality_of(p).to_dict() for p in self.precisions},
+            "quality": {p: self.quality.of(p).to_dict() for p in self.precisions},
             "unpriced": {"rent": rank.unpriced(self.found.options, "rent"),
                          "tco": rank.unpriced(self.found.options, "tco")},
             "skipped": self.found.skipped, "notes": self.notes,
@@ -75,20 +79,6 @@ class SizeResult:
             if f is not None:
                 out[acc.short_name] = f.to_dict()
         return out
-
-
-def resolve_accelerators(names: list[str] | None) -> list[Accelerator]:
-    """--gpus-allowed names (fuzzy, as `qfit gpus` lists them); default: the whole catalog."""
-    if not names:
-        return sorted(load_accelerators().values(), key=lambda a: a.key)
-    out: dict[str, Accelerator] = {}
-    for name in names:
-        try:
-            acc = get_accelerator(name)
-        except QfitError as exc:
-            raise QfitError(f"--gpus-allowed: {exc}") from None
-        out.setdefault(acc.key, acc)
-    return list(out.values())
 
 
 def _validate(w: Workload, max_gpus_per_node: int, max_total: int) -> None:
@@ -141,33 +131,27 @@ def _notes(model: LoadedModel, res: SearchResult, w: Workload, found: list[Optio
     return notes
 
 
-def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,
-         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None, kv_dtype: str | None = None,
-         max_gpus_per_node: int = 8, max_total_gpus: int = MAX_TOTAL_GPUS, costs: CostParams | None = None,
-         top: int = 10, with_performance: bool = True) -> SizeResult:
+def size(model: LoadedModel, workload: Workload, accelerators: list[Accelerator], recipes: tuple[Recipe, ...],
+         engines: EngineRegistry, *, quality: QualityTable, engine_names: tuple[str, ...] | None = None,
+         kv_dtype: str | None = None, max_gpus_per_node: int = 8, max_total_gpus: int = MAX_TOTAL_GPUS,
+         costs: CostParams | None = None, top: int = 10, with_performance: bool = True) -> SizeResult:
     """Search, rank by rent and TCO, Pareto frontier, explanation. Raises QfitError (one line) when nothing fits."""
     t0, c0 = time.perf_counter(), time.process_time()
     _validate(workload, max_gpus_per_node, max_total_gpus)
-    for name in engines or ():
-        get_engine(name)   # an unknown engine name is a one-line error, not a silently empty search
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    accs = resolve_accelerators(gpus_allowed)
-    precs = tuple(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
     costs = costs or CostParams()
+    res = search(model, workload, accelerators, recipes, engines, quality, engine_names=engine_names,
+                 kv_dtype=kv_dtype, max_gpus_per_node=max_gpus_per_node, max_total_gpus=max_total_gpus, costs=costs)
     t1, c1 = time.perf_counter(), time.process_time()
-    res = search(loaded, workload, accs, precisions=precs, engines=engines, kv_dtype=kv_dtype,
-                 max_gpus_per_node=max_gpus_per_node, max_total_gpus=max_total_gpus, costs=costs)
-    t2, c2 = time.perf_counter(), time.process_time()
     if not res.options:
         raise QfitError(rank.impossible_message(res, workload))
     rent, tco = rank.by_rent(res.options), rank.by_tco(res.options)
     front = rank.pareto(rent)
     chosen = rent[0] if rent else (tco[0] if tco else min(res.options, key=lambda o: (o.gpus, -o.decode_tok_s)))
-    cheaper = rank.explain_cheaper(res, chosen, accs, costs.prices) if rent else []
+    cheaper = rank.explain_cheaper(res, chosen, accelerators, costs.prices) if rent else []
     if with_performance:
         _attach_performance([chosen, *rent[:top], *tco[:top], *front], workload)
-    seconds = {"load_wall": t1 - t0, "load_cpu": c1 - c0, "search_wall": t2 - t1, "search_cpu": c2 - c1,
+    seconds = {"search_wall": t1 - t0, "search_cpu": c1 - c0,
                "total_wall": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
-    return SizeResult(loaded, count_params(loaded.spec), workload, precs, engines, accs, costs, max_gpus_per_node,
-                      max_total_gpus, res, rent, tco, front, chosen, cheaper, _notes(loaded, res, workload, res.options),
-                      {k: round(v, 4) for k, v in seconds.items()})
+    return SizeResult(model, count_params(model.spec), workload, tuple(r.name for r in recipes), engine_names,
+                      accelerators, costs, max_gpus_per_node, max_total_gpus, res, rent, tco, front, chosen, cheaper,
+                      quality, _notes(model, res, workload, res.options), {k: round(v, 4) for k, v in seconds.items()})

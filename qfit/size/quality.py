@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from qfit.errors import QfitError
 from qfit.paths import profiles_dir
@@ -29,8 +28,22 @@ class Quality:
         return f"{self.summary}{recalled}"
 
 
-@lru_cache(maxsize=1)
-def _table() -> dict:
+@dataclass(frozen=True)
+class QualityTable:
+    """profiles/quality.yaml: expected accuracy cost per precision name."""
+
+    rows: dict
+
+    def of(self, precision: str) -> Quality:
+        row = self.rows.get(precision)
+        if not row:
+            return Quality(precision, "no reviewed figure", None, None, "profiles/quality.yaml has no entry", "none")
+        return Quality(precision, str(row["summary"]), row.get("ppl_delta_pct"), row.get("recovery_pct"),
+                       str(row["source"]), str(row.get("grade", "D")))
+
+
+def load_quality() -> QualityTable:
+    """Read profiles/quality.yaml (at the edge: the size search takes the table, not the file)."""
     import yaml  # local: only `qfit size` reads this file
 
     path = profiles_dir() / "quality.yaml"
@@ -38,12 +51,4 @@ def _table() -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise QfitError(f"cannot read {path}: {exc}") from None
-    return data.get("formats") or {}
-
-
-def quality_of(precision: str) -> Quality:
-    row = _table().get(precision)
-    if not row:
-        return Quality(precision, "no reviewed figure", None, None, "profiles/quality.yaml has no entry", "none")
-    return Quality(precision, str(row["summary"]), row.get("ppl_delta_pct"), row.get("recovery_pct"),
-                   str(row["source"]), str(row.get("grade", "D")))
+    return QualityTable(data.get("formats") or {})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from qfit.hardware import Accelerator
-from qfit.size.search import Failure, Option, SearchResult, Workload
-
+from qfit.size.search import Failure, Option, SearchResult
+from qfit.workload import Workload
 
 
 def by_rent(options: list[Option]) -> list[Option]:

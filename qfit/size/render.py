@@ -132,10 +132,8 @@ def _print_verdict(console, r) -> None:
         if len(r.cheaper_failed) > 12:
             console.print(f"  ... {len(r.cheaper_failed) - 12} more (--json lists all)")
     console.print("[dim]accuracy cost per precision (typical, model-dependent; profiles/quality.yaml):[/]")
-    from qfit.size.quality import quality_of
-
     for p in r.precisions:
-        q = quality_of(p)
+        q = r.quality.of(p)
         console.print(f"[dim]  {p}: {escape(q.label)} ({escape(q.source)})[/]")
     console.print("[dim]notes:[/]")
     for n in r.notes:

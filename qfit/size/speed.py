@@ -1,54 +1,58 @@
 """The one place `qfit size` times a replica: qfit.perf's speed model with its inputs precomputed.
 
-`estimate_performance` (qfit/perf/estimate.py) rebuilds the model's shape and weight traffic, loads the efficiency
-profile and formats assumption strings on every call (~150 us); the search needs thousands of timings. So the search
-calls the same roofline functions estimate_performance calls (decode_step, prefill) with shape, traffic, efficiency and
-device built once, and the rows `qfit size` shows are re-estimated with `estimate_performance` itself (`estimate`),
-which gives their error band and assumptions. tests/test_size.py pins fast == real on several configurations.
+`estimate_performance` (qfit/perf/estimate.py) rebuilds the model's shape and weight traffic and formats assumption
+strings on every call (~150 us); the search needs thousands of timings. So the search calls the same roofline
+functions estimate_performance calls (decode_step, prefill) with shape, traffic, efficiency and device built once, and
+the rows `qfit size` shows are re-estimated with `estimate_performance` itself (`estimate`), which gives their error
+band and assumptions. tests/test_size.py pins fast == real on several configurations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from qfit.perf import efficiency_for, estimate_performance
-from qfit.perf.efficiency import apply_overlay
-from qfit.perf.efficiency import backend_for
-from qfit.perf.estimate import device_view
+from qfit.engines import EngineProfile
+from qfit.hardware import Accelerator
+from qfit.model.spec import ModelSpec
+from qfit.model.tensors import TensorGroup
+from qfit.perf import estimate_performance
+from qfit.perf.estimate import PerfEstimate, device_view
 from qfit.perf.roofline import decode_step, prefill
-from qfit.perf.workload import kv_dtype_bytes, shape_of, weight_traffic
+from qfit.perf.workload import (
+    Shape,
+    WeightTraffic,
+    kv_dtype_bytes,
+    shape_of,
+    weight_traffic,
+)
+from qfit.precision import WeightBytes
 
 
 @dataclass(frozen=True)
 class SpeedInputs:
-    """What the speed model needs from the model and a precision, independent of the accelerator."""
+    """What the speed model needs from the model and a recipe, independent of the accelerator."""
 
-    spec: object
-    groups: tuple
-    weights: object
-    shape: object
-    traffic: object
+    spec: ModelSpec
+    groups: tuple[TensorGroup, ...]
+    weights: WeightBytes
+    shape: Shape
+    traffic: WeightTraffic
 
     @classmethod
-    def build(cls, spec, groups, weights) -> SpeedInputs:
+    def build(cls, spec: ModelSpec, groups: list[TensorGroup], weights: WeightBytes) -> SpeedInputs:
         shape = shape_of(spec)
         return cls(spec, tuple(groups), weights, shape, weight_traffic(groups, weights, shape))
-
-
-@lru_cache(maxsize=None)
-def _efficiency(engine: str, backend: str, precision: str):
-    return apply_overlay(efficiency_for(engine, backend, precision))
 
 
 class ReplicaSpeed:
     """Decode step and prefill time of one replica (tp GPUs of one accelerator) for one precision and engine."""
 
-    def __init__(self, inputs: SpeedInputs, acc, precision: str, engine: str, tp: int, kv_dtype: str):
+    def __init__(self, inputs: SpeedInputs, acc: Accelerator, precision: str, engine: EngineProfile, tp: int,
+                 kv_dtype: str):
         self.inputs, self.acc, self.precision, self.engine, self.tp, self.kv_dtype = (
             inputs, acc, precision, engine, tp, kv_dtype)
-        self.eff = _efficiency(engine, backend_for(acc), precision)
-        self.dev, _ = device_view(acc, precision, tp, self.eff.compute_peak)   # QfitError: no compute figure
+        self.eff = engine.efficiency(acc.backend, precision)    # memoised on the profile
+        self.dev, _ = device_view(acc, precision, tp, self.eff)
         self.kv_bytes = kv_dtype_bytes(kv_dtype)
         self._tpot: dict = {}
 
@@ -67,9 +71,9 @@ class ReplicaSpeed:
         return (prefill(i.shape, i.traffic, self.dev, self.eff, batch=batch, tokens=max(tokens, 1)).seconds
                 / self.eff.prefill_speed_factor)
 
-    def estimate(self, *, batch: int, input_len: int, context: int, output_len: int | None = None):
+    def estimate(self, *, batch: int, input_len: int, context: int, output_len: int | None = None) -> PerfEstimate:
         """The real qfit.perf call, for the rows that are shown (error band, assumptions)."""
         i = self.inputs
-        return estimate_performance(i.spec, list(i.groups), i.weights, self.precision, self.acc, gpus=self.tp,
-                                    engine=self.engine, batch=batch, input_len=input_len, context=context,
+        return estimate_performance(i.spec, list(i.groups), i.weights, self.precision, self.acc, efficiency=self.eff,
+                                    gpus=self.tp, batch=batch, input_len=input_len, context=context,
                                     kv_dtype=self.kv_dtype, output_len=output_len)

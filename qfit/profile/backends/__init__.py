@@ -1,35 +1,32 @@
 """Engine backends for `qfit profile`: transformers (default), vllm, llama.cpp (llama-cpp-python).
 
-Each backend module imports its engine inside its constructor; `open_backend` turns a missing package into a
-one-line QfitError naming what to install.
+Backend names are engine names: the engine registry (profiles/engines/*.yaml) normalises them, as for `qfit plan`,
+and says which Python package drives each engine (`measure`). Each backend module imports its engine inside its
+constructor; a missing package is a one-line QfitError naming what to install.
 """
 
 from __future__ import annotations
 
 import importlib.util
 
+from qfit.engines import EngineProfile, load_engines
 from qfit.errors import QfitError
 
-# backend -> (module that must be importable, pip requirement / extra to name in the error)
-REQUIREMENTS = {
-    "transformers": ("transformers", "pip install 'qfit[profile]'  (transformers, torch)"),
-    "vllm": ("vllm", "pip install vllm  (needs a CUDA or ROCm GPU)"),
-    "llama.cpp": ("llama_cpp", "pip install llama-cpp-python"),
-}
-ALIASES = {"hf": "transformers", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp"}
+
+def backend_engine(name: str) -> EngineProfile:
+    """The engine `--backend NAME` runs: a canonical name or a same-engine alias (hf, llamacpp), never a stand-in."""
+    return load_engines(overlays=False).measurable(name)
 
 
 def backend_name(name: str) -> str:
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in REQUIREMENTS:
-        raise QfitError(f"unknown backend {name!r}: choose one of {', '.join(REQUIREMENTS)}")
-    return key
+    return backend_engine(name).name
 
 
 def require(name: str) -> None:
-    module, how = REQUIREMENTS[backend_name(name)]
+    engine = backend_engine(name)
+    module, how = engine.measure["import"], engine.measure["install"]
     if importlib.util.find_spec(module) is None:
-        raise QfitError(f"backend {name} needs the {module} package, which is not installed: {how}")
+        raise QfitError(f"backend {engine.name} needs the {module} package, which is not installed: {how}")
 
 
 def open_backend(name: str, model: str, **kw):

@@ -36,13 +36,15 @@ def _load(model_ref: str, dtype: str, device: str, trust_remote_code: bool):
 
 
 def precision_of(config, dtype: str) -> str:
+    """The planner's precision name for a loaded model: its quantization_config read as a Recipe (as `qfit plan`
+    reads it); the method's own name when the planner does not model it; else the compute dtype."""
+    from qfit.precision import float_recipe, recipe_from_config
+
     qc = _qc_dict(config)
     if qc is not None:
-        method = str(qc.get("quant_method", "")).lower()
-        if method in ("gptq", "awq") and qc.get("bits"):
-            return f"{method}-int{qc['bits']}"
-        return method or "quantized"
-    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[_DTYPES[dtype]]
+        recipe = recipe_from_config(qc)
+        return recipe.name if recipe else str(qc.get("quant_method") or "quantized").lower()
+    return float_recipe(_DTYPES[dtype]).name
 
 
 def model_info(folder, model, dtype: str) -> ModelInfo:

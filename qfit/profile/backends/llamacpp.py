@@ -91,11 +91,8 @@ class LlamaCppBackend(Backend):
 
 
 def _gguf_precision(path: Path) -> str:
-    """Planner precision name from the GGUF's general.file_type (e.g. gguf-q4_1); 'gguf' when unreadable."""
-    try:
-        from gguf import GGUFReader, LlamaFileType
-        field = GGUFReader(str(path)).fields.get("general.file_type")
-        value = int(field.parts[field.data[0]][0])
-        return "gguf-" + LlamaFileType(value).name.removeprefix("MOSTLY_").lower()
-    except Exception:  # noqa: BLE001 - a name for the report only; the planner then says n/a
-        return "gguf"
+    """Planner precision name from the GGUF header's general.file_type (e.g. gguf-q4_1), read by the planner's own
+    header parser; 'gguf' when the file does not say (the planner then reports n/a)."""
+    from qfit.model.gguf_source import load_gguf
+
+    return load_gguf(path).header.file_type or "gguf"

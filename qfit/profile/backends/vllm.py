@@ -27,6 +27,7 @@ class VllmBackend(Backend):
         if not torch.cuda.is_available():
             raise QfitError("backend vllm needs a GPU and none is visible: use --backend transformers")
         from vllm import LLM, SamplingParams
+
         from qfit import loading
         folder = loading.resolve_model_dir(model_ref)
         vdtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, "auto")
@@ -35,8 +36,9 @@ class VllmBackend(Backend):
                        trust_remote_code=trust_remote_code, enforce_eager=False)
         self.tok = self.llm.get_tokenizer()
         self.device = "cuda"
-        from qfit.profile.backends.hf import precision_of
         from transformers import AutoConfig
+
+        from qfit.profile.backends.hf import precision_of
         cfg = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         self.info = ModelInfo(path=str(folder), precision=precision_of(cfg, dtype), dtype=vdtype, params=None,
                               weight_bytes=None, decode_read_bytes=None, kv_bytes_per_token=None,

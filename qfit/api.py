@@ -1,0 +1,80 @@
+"""The library's front door: what the user typed goes in, a result object comes out. Each function resolves names
+to objects once (qfit.resolve) and calls the pure core (qfit.plan, qfit.size); the CLI only parses and renders.
+
+    from qfit import api
+    p = api.plan("Qwen/Qwen2.5-72B-Instruct", gpu="A6000", precision="gptq-int4")
+    p.fits, p.max_context, p.performance.decode_tokens_per_s
+
+Already-resolved objects (LoadedModel, Accelerator) are accepted wherever a name is, so a caller that plans many
+configurations of one model resolves it once.
+"""
+
+from __future__ import annotations
+
+from qfit import resolve
+from qfit.engines import EngineRegistry
+from qfit.hardware import Accelerator
+from qfit.model.sources import LoadedModel
+from qfit.plan import Plan, default_context, make_plan, plan_matrix
+from qfit.workload import Workload
+
+
+def _workload(loaded: LoadedModel, context: int | None, batch: int, input_len: int | None,
+              output_len: int | None) -> Workload:
+    return Workload(context=context or default_context(loaded), batch=batch, input_tokens=input_len,
+                    output_tokens=output_len)
+
+
+def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int], precision: str | None = None,
+          engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
+          group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
+          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None) -> list[Plan]:
+    """One configuration at each batch size (a single plan for one batch; a curve for several)."""
+    loaded, acc = resolve.model(model), resolve.accelerator(gpu)
+    recipe = resolve.recipe(precision, loaded, group_size)
+    registry = engines or resolve.engines()
+    eng = registry.choose(engine, recipe, acc)
+    return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
+                      kv_dtype=kv_dtype, with_performance=with_performance, suggest=suggest) for b in batches]
+
+
+def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **kw) -> Plan:
+    """One model x precision x accelerator x count x engine (keywords as `plans`)."""
+    return plans(model, gpu=gpu, batches=[batch], **kw)[0]
+
+
+def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], *, engine: str | None = None,
+           context: int | None = None, batch: int = 1, gpus: int = 1, kv_dtype: str | None = None,
+           group_size: int | None = None, input_len: int | None = None,
+           output_len: int | None = None) -> list[Plan]:
+    """Every precision x accelerator (the engine chosen per cell unless named; --group-size applies to GPTQ/AWQ rows)."""
+    loaded = resolve.model(model)
+    accs = [resolve.accelerator(g) for g in gpus_list]
+    recipes = [resolve.recipe(p, loaded, group_size, strict=False) for p in precisions]
+    registry = resolve.engines()
+    if engine:
+        registry.get(engine)          # an unknown engine name is an error, not an empty matrix
+    workload = _workload(loaded, context, batch, input_len, output_len)
+    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype)
+
+
+def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,
+         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None, **kw):
+    """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size)."""
+    import time
+
+    from qfit.size import DEFAULT_PRECISIONS
+    from qfit.size import size as run_size
+    from qfit.size.quality import load_quality
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    registry = resolve.engines()
+    for name in engines or ():
+        registry.get(name)   # an unknown engine name is a one-line error, not a silently empty search
+    parsed = (resolve.recipe(p) for p in precisions or DEFAULT_PRECISIONS)
+    recipes = tuple({r.name: r for r in parsed}.values())     # "int4,gptq-int4" is one recipe
+    loaded, accs, quality = resolve.model(model), resolve.accelerators(gpus_allowed), load_quality()
+    load = {"load_wall": round(time.perf_counter() - t0, 4), "load_cpu": round(time.process_time() - c0, 4)}
+    result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality, **kw)
+    result.seconds = {**load, **result.seconds}
+    return result

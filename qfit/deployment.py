@@ -1,0 +1,133 @@
+"""Deployment: one model in one recipe on `gpus` x one accelerator under one engine, and the one memory formula
+`qfit plan` and `qfit size` share (per-GPU memory as context and batch vary, max context, max batch).
+
+Pure: takes resolved objects (qfit.resolve), reads nothing. The KV cache is exactly linear in the batch (KV per token
+x tokens x batch, plus a per-sequence recurrent state), so one sequence's is computed once per context and scaled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from qfit.engines import EngineProfile
+from qfit.hardware import Accelerator
+from qfit.memory import (
+    GIB,
+    KVCache,
+    MemoryBreakdown,
+    activation_bytes,
+    kv_cache,
+    parse_kv_dtype,
+)
+from qfit.model.params import tensor_groups
+from qfit.model.sources import LoadedModel
+from qfit.model.spec import ModelSpec
+from qfit.precision import Recipe, WeightBytes, weight_bytes
+
+MAX_BATCH_SEARCH = 65536
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A model's weights in one recipe: the recipe's bytes, and what memory counts (the checkpoint's own header bytes
+    when the checkpoint already is in that format)."""
+
+    recipe: WeightBytes
+    total: float
+    exact: bool
+
+
+def weights_for(model: LoadedModel, recipe: Recipe) -> Weights:
+    wb = weight_bytes(tensor_groups(model.spec), recipe)
+    exact = model.header is not None and model.native_precision == recipe.name and model.kind != "catalog"
+    return Weights(wb, float(model.header.bytes if exact else wb.total), exact)
+
+
+def tp_problem(spec: ModelSpec, engine: EngineProfile, gpus: int) -> str | None:
+    """Tensor parallelism splits attention heads across GPUs: vLLM/SGLang refuse counts that do not divide them."""
+    if gpus == 1 or not engine.tensor_parallel:
+        return None
+    if spec.heads % gpus:
+        return f"{spec.heads} attention heads do not split across {gpus} GPUs (tensor parallel)"
+    if not spec.mla and spec.kv_heads % gpus and gpus % spec.kv_heads:
+        return f"{spec.kv_heads} KV heads do not split or replicate evenly across {gpus} GPUs"
+    return None
+
+
+def search_max(ok, lo: int, hi: int) -> int:
+    """Largest n in [lo, hi] with ok(n), assuming ok is monotone (True then False); 0 when ok(lo) is False."""
+    if not ok(lo):
+        return 0
+    if ok(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+@dataclass(frozen=True, eq=False)
+class Deployment:
+    model: LoadedModel
+    acc: Accelerator
+    gpus: int
+    recipe: Recipe
+    engine: EngineProfile
+    kv_dtype: str
+    weights: Weights
+    act_bytes: float            # activation element width (fp32 models run fp32 activations)
+    overhead: float             # runtime overhead, all GPUs together
+    budget: float               # bytes per GPU the engine may fill
+    _kv: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, model: LoadedModel, acc: Accelerator, gpus: int, recipe: Recipe, engine: EngineProfile,
+              kv_dtype: str | None = None, weights: Weights | None = None) -> Deployment:
+        """`weights` may be passed in by callers that size many configurations of one recipe (qfit size)."""
+        overhead = engine.overhead_gib(acc.backend) * GIB * gpus
+        if gpus > 1:
+            overhead += engine.tp_overhead_gib * GIB * gpus
+        return cls(model, acc, gpus, recipe, engine, parse_kv_dtype(kv_dtype or recipe.kv_default),
+                   weights or weights_for(model, recipe), 4.0 if recipe.name == "fp32" else 2.0, overhead,
+                   acc.usable_bytes * (engine.memory_fraction or 1.0))
+
+    @property
+    def tp_problem(self) -> str | None:
+        return tp_problem(self.model.spec, self.engine, self.gpus)
+
+    def kv_one(self, context: int) -> KVCache:
+        """KV cache and recurrent state of one sequence at `context` tokens (memoised per context)."""
+        if context not in self._kv:
+            self._kv[context] = kv_cache(self.model.spec, context, 1, self.kv_dtype, self.engine, self.gpus)
+        return self._kv[context]
+
+    def memory(self, context: int, batch: int, prompt: int) -> MemoryBreakdown:
+        kv = self.kv_one(context)
+        act = activation_bytes(self.model.spec, self.engine, batch, prompt, self.gpus, self.act_bytes,
+                               self.acc.memory_gib)
+        reserved = self.acc.usable_bytes * self.engine.memory_fraction if self.engine.memory_fraction else None
+        return MemoryBreakdown(weights=self.weights.total, kv_cache=kv.total_bytes * batch, activations=act,
+                               overhead=self.overhead, gpus=self.gpus, kv_per_gpu=kv.per_gpu_bytes * batch,
+                               reserved_per_gpu=reserved, notes=kv.notes)
+
+    def per_gpu(self, context: int, batch: int, prompt: int) -> float:
+        return self.memory(context, batch, prompt).per_gpu
+
+    def fits(self, context: int, batch: int, prompt: int) -> bool:
+        return self.tp_problem is None and self.per_gpu(context, batch, prompt) <= self.budget
+
+    def max_context(self, batch: int, prompt: int, limit: int) -> int:
+        return search_max(lambda c: self.fits(c, batch, min(prompt, c)), 1, limit)
+
+    def max_batch(self, context: int, prompt: int, cap: int = MAX_BATCH_SEARCH) -> int:
+        """Most sequences that fit (up to `cap`): predicted from the linear KV term, then confirmed by search."""
+        ok = lambda b: self.fits(context, b, prompt)  # noqa: E731
+        if not ok(1):
+            return 0
+        m1 = self.per_gpu(context, 1, prompt)
+        slope = self.per_gpu(context, 2, prompt) - m1
+        est = cap if slope <= 0 else max(1, min(cap, 1 + math.floor((self.budget - m1) / slope)))
+        if ok(est):
+            return est if est == cap or not ok(est + 1) else search_max(ok, est, cap)
+        return search_max(ok, 1, est)
