@@ -12,7 +12,9 @@ configurations of one model resolves it once.
 from __future__ import annotations
 
 from qfit import resolve
+from qfit.deployment import weights_for
 from qfit.engines import EngineRegistry
+from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.model.sources import LoadedModel
 from qfit.plan import Plan, default_context, make_plan, plan_matrix
@@ -34,8 +36,10 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc)
+    weights = weights_for(loaded, recipe)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
-                      kv_dtype=kv_dtype, with_performance=with_performance, suggest=suggest) for b in batches]
+                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest)
+            for b in batches]
 
 
 def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **kw) -> Plan:
@@ -63,9 +67,9 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size)."""
     import time
 
+    from qfit.quality import load_quality
     from qfit.size import DEFAULT_PRECISIONS
     from qfit.size import size as run_size
-    from qfit.size.quality import load_quality
 
     t0, c0 = time.perf_counter(), time.process_time()
     registry = resolve.engines()
@@ -78,3 +82,33 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality, **kw)
     result.seconds = {**load, **result.seconds}
     return result
+
+
+def survey(gpu: str | Accelerator | None = None, *, models: list[str] | None = None, family: str | None = None,
+           min_params: float | None = None, max_params: float | None = None, moe: bool | None = None,
+           context: int | None = None, batch: int = 1, gpus: int | None = None, input_len: int | None = None,
+           output_len: int | None = None, engine: str | None = None, sort: str = "size", top: int | None = None):
+    """Which models run on this hardware (`qfit plan --gpu X` without --model): every catalog model, or `models`, at its
+    most faithful precision that fits, ranked. `gpu` None or "auto": the local hardware, detected (qfit.detect)."""
+    from qfit.model.sources import catalog_models
+    from qfit.quality import load_quality
+    from qfit.survey import Request, SurveyResult, select
+    from qfit.survey import survey as run_survey
+
+    detected = None
+    if gpu is None or (isinstance(gpu, str) and gpu.strip().lower() == "auto"):
+        from qfit.detect import detect
+
+        found = detect()
+        detected = f"{found.count} x {found.name} (detected by {found.how})"
+        gpu, gpus = found.name, gpus or found.count
+    acc, registry = resolve.accelerator(gpu), resolve.engines()
+    if engine:
+        registry.get(engine)
+    loaded = [resolve.model(m) for m in models] if models else catalog_models()
+    chosen = select(loaded, family=family, min_params=min_params, max_params=max_params, moe=moe)
+    if not chosen:
+        raise QfitError("no model passes the filters (--family, --min-params/--max-params, --moe/--dense)")
+    req = Request(context, batch, input_len, output_len, gpus or 1)
+    rows = run_survey(chosen, acc, registry, load_quality(), req, engine=engine, sort=sort)
+    return SurveyResult(acc, req, rows[:top] if top else rows, len(chosen), detected, sort)

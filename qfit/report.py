@@ -138,3 +138,57 @@ def print_precisions(plans: list) -> None:
     console.print(f"[dim]budget {_gib(p0.budget_per_gpu)} GiB per GPU under vllm (memory fraction), full memory under "
                   "transformers/llama.cpp; max context at this batch on the GPUs asked; GPUs needed keeps the "
                   "precision. `--precision P` for the full breakdown and assumptions.[/]")
+
+
+def _loss_cell(q) -> str:
+    if q.ppl_delta_pct is not None:
+        return "baseline" if q.ppl_delta_pct == 0 else f"+{q.ppl_delta_pct:g}% ppl"
+    return f"{q.recovery_pct:g}% kept" if q.recovery_pct is not None else "no figure"
+
+
+def _count3(n: float) -> str:
+    """Three significant figures: 79.7B, 3.87B, 839M (999.9M rounds up to 1.00B)."""
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        value = float(f"{n / div:.3g}")
+        if value >= 1:
+            return (f"{value:.3g}" if value >= 100 else f"{value:#.3g}").rstrip(".") + suffix
+    return f"{n:.0f}"
+
+
+def _survey_row(r) -> list[str]:
+    p, prm = r.plan, r.plan.params
+    d = p.performance.to_dict()
+    band = (d.get("error_band") or {}).get("decode_pct")
+    params = _count3(prm.total) + (f"/{_count3(prm.active)}" if p.model.spec.is_moe else "")
+    return [p.model.spec.name, params, p.precision.name, p.engine.name, f"{p.memory.per_gpu / GIB:,.1f}",
+            f"{p.max_context:,}", f"{d['decode_tokens_per_s']:,.1f}" + (f" ±{band:.0f}%" if band else ""),
+            f"{d['prefill_tokens_per_s']:,.0f}", _loss_cell(r.quality)]
+
+
+def print_survey(result) -> None:
+    """`qfit plan --gpu X` without --model: the models that fit, ranked, then those that fit nowhere."""
+    acc, req = result.accelerator, result.request
+    fit = [r for r in result.rows if r.fits]
+    nowhere = [r for r in result.rows if not r.fits]
+    ctx = fmt_tokens(req.context) if req.context else "8k (or a model's shorter maximum)"
+    if result.detected:
+        console.print(f"[dim]detected: {result.detected}[/]")
+    console.print(f"[bold]{req.gpus} x {acc.name}[/] ({_cap(acc.memory_gib)} GiB): {len(fit)} of {result.considered} "
+                  f"models fit at context {ctx}, batch {req.batch}; by {result.sort}")
+    t = Table(header_style="bold", box=None, pad_edge=False)
+    for col in ("model", "params/active", "precision", "engine", "GiB/GPU", "max ctx", "decode tok/s", "prefill",
+                "loss"):
+        t.add_column(col, justify="left" if col in {"model", "precision", "engine", "loss"} else "right",
+                     no_wrap=col != "model")
+    for r in fit:
+        t.add_row(*_survey_row(r))
+    console.print(t)
+    if nowhere:
+        console.print(f"[bold]Fit nowhere on {req.gpus} x {acc.short_name}[/] ({len(nowhere)}), down to 3-bit:")
+        for r in nowhere:
+            console.print(f"  {r.model.spec.name} ({fmt_count(r.plan.params.total)}): {r.need}")
+    console.print("[dim]precision: the most bits that fit (16 > 8 > 6 > 5 > 4 > 3), ties broken by the least loss "
+                  "in profiles/quality.yaml (loss: perplexity increase or share of benchmark score kept; typical, "
+                  "model-dependent); engine: the device's default for that format unless --engine; decode tok/s "
+                  "per sequence at the batch, prefill tok/s of the context; `qfit plan --model M --gpu G "
+                  "--precision P` shows one in full.[/]")

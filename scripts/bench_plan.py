@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Start-up and planning time: `qfit plan ... --json` as a user runs it, one library plan, and a full matrix (every
-accelerator x every precision) for one model; checks that planning imports neither torch/transformers nor, on the JSON
-path, rich.
+"""Start-up and planning time: `qfit plan ... --json` as a user runs it, one library plan, a full matrix (every
+accelerator x every precision) for one model, and the whole catalog on one accelerator (`qfit plan --gpu A6000`, no
+model); checks that planning imports neither torch/transformers nor, on the JSON path, rich.
 
 Usage:  PYTHONPATH=. python scripts/bench_plan.py [--model llama-3-8b] [--repeat 7] [--out benchmarks/results]
 Every measurement runs in a fresh interpreter (warm disk caches: one untimed run first), `--repeat` times; the median
@@ -26,7 +26,7 @@ CLI = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from qfit.cli import main
-sys.argv = ["qfit", "plan", "--model", MODEL, "--gpu", "rtx-4090", "--precision", "gptq-int4", "--json"]
+sys.argv = ARGV
 try:
     main()
 except SystemExit as exc:
@@ -68,10 +68,10 @@ print(json.dumps({"import_s": t_import, "one_plan_s": t_one, "matrix_s": t_matri
 """
 
 
-def child(code: str, model: str, stream: str) -> dict:
+def child(code: str, model: str, stream: str, argv: list[str] | None = None) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code.replace("MODEL", repr(model))], capture_output=True, text=True,
-                         env=env, check=True, cwd=ROOT)
+    code = code.replace("ARGV", repr(["qfit", *(argv or [])])).replace("MODEL", repr(model))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=ROOT)
     return json.loads(getattr(out, stream).strip().splitlines()[-1])
 
 
@@ -80,11 +80,15 @@ def spread(values: list[float]) -> dict:
 
 
 def run(model: str, repeat: int) -> dict:
-    child(CLI, model, "stderr")          # warm the JSON caches of the profiles (a first run after a change)
-    cli = [child(CLI, model, "stderr") for _ in range(repeat)]
+    one = ["plan", "--model", model, "--gpu", "rtx-4090", "--precision", "gptq-int4", "--json"]
+    catalog = ["plan", "--gpu", "A6000", "--json"]
+    child(CLI, model, "stderr", one)          # warm the JSON caches of the profiles (a first run after a change)
+    cli = [child(CLI, model, "stderr", one) for _ in range(repeat)]
+    survey = [child(CLI, model, "stderr", catalog) for _ in range(repeat)]
     lib = [child(LIBRARY, model, "stdout") for _ in range(repeat)]
     return {
         "cli_json_s": spread([r["cli_json_s"] for r in cli]), "cli_json_modules": cli[-1]["cli_json_modules"],
+        "catalog_on_a6000_json_s": spread([r["cli_json_s"] for r in survey]),
         **{k: spread([r[k] for r in lib]) for k in ("import_s", "one_plan_s", "matrix_s")},
         **{k: lib[-1][k] for k in ("matrix_plans", "matrix_refused", "accelerators", "precisions", "heavy_imports")},
     }
@@ -103,7 +107,9 @@ def main(argv=None) -> int:
           f"{r['cli_json_s']['max'] * 1e3:.0f}); library import {r['import_s']['median'] * 1e3:.0f} ms, one plan "
           f"{r['one_plan_s']['median'] * 1e3:.0f} ms, matrix {r['matrix_plans']} plans ({r['accelerators']} "
           f"accelerators x {r['precisions']} precisions, {r['matrix_refused']} refused) "
-          f"{r['matrix_s']['median']:.2f} s; modules on the JSON path: {r['cli_json_modules'] or 'none'}; "
+          f"{r['matrix_s']['median']:.2f} s; whole catalog on an A6000 (qfit plan --gpu A6000 --json) "
+          f"{r['catalog_on_a6000_json_s']['median'] * 1e3:.0f} ms (max {r['catalog_on_a6000_json_s']['max'] * 1e3:.0f}); "
+          f"modules on the JSON path: {r['cli_json_modules'] or 'none'}; "
           f"load average {meta['load_average'][0]:.2f}")
     if args.out:
         from qfit.atomic import write_json

@@ -15,8 +15,9 @@ import pytest
 
 from qfit import api, resolve
 from qfit.plan import default_context, make_plan, plan_matrix
+from qfit.quality import load_quality
 from qfit.size.api import size
-from qfit.size.quality import load_quality
+from qfit.survey import Request, survey
 from qfit.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,8 @@ def test_planner_and_size_search_take_objects_and_do_no_io():
             res = size(model, Workload(8192, batch=16), accs, tuple(recipes), engines, quality=quality,
                        max_total_gpus=16)
             assert res.chosen is not None
+        rows = survey(models, accs[0], engines, quality, Request(context=16384, batch=2))
+        assert len(rows) == len(models) and rows[0].fits
     assert api.plan("llama-3-8b", gpu="h100").fits    # and the edge still reads files once the patches are gone
 
 

@@ -183,12 +183,13 @@ def test_precision_name_from_config_with_enum_quant_method():
 
 def test_apple_mps_profile_gets_a_prediction(monkeypatch):
     """A profile run on an Apple GPU (torch device "mps") names its chip for the planner, which predicts for it."""
+    from qfit import detect
     from qfit.profile import predict
 
-    assert predict.apple_device_name("Apple M3 Max", 96 * 2**30, 30) == "Apple M3 Max 96GB 30-core"
+    assert detect.apple_device_name("Apple M3 Max", 96 * 2**30, 30) == "Apple M3 Max 96GB 30-core"
     answers = {"machdep.cpu.brand_string": "Apple M3 Max", "hw.memsize": str(96 * 2**30)}
-    monkeypatch.setattr(predict, "_sysctl", answers.__getitem__)        # what macOS's sysctl prints
-    monkeypatch.setattr(predict, "_apple_gpu_cores", lambda: 30)
+    monkeypatch.setattr(detect, "sysctl", answers.__getitem__)        # what macOS's sysctl prints
+    monkeypatch.setattr(detect, "apple_gpu_cores", lambda: 30)
     acc = predict.planner_accelerator("mps")
     assert acc.backend == "metal" and acc.memory_gib == 96 and 30 in acc.gpu_cores
     res = predict.planner_prediction("smollm2-135m", precision="fp32", acc=acc, engine="transformers",

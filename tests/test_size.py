@@ -19,10 +19,10 @@ from qfit.model.params import count_params, tensor_groups
 from qfit.model.sources import load_model
 from qfit.perf import estimate_performance
 from qfit.precision import parse_recipe
+from qfit.quality import load_quality
 from qfit.size import CostParams, load_prices
 from qfit.size.cost import cost_of
 from qfit.size.prices import PriceBook
-from qfit.size.quality import load_quality
 from qfit.size.search import SpeedInputs
 from qfit.size.search import search as search_objects
 from qfit.size.speed import ReplicaSpeed

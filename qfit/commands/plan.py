@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from qfit.errors import QfitError
-from qfit.units import parse_int_list, parse_positive_int, parse_tokens
+from qfit.survey import SORTS
+from qfit.units import parse_count, parse_int_list, parse_positive_int, parse_tokens
 
 # Matrix defaults: the accelerators and recipes people compare most often (override with --gpu / --precision lists).
 DEFAULT_GPUS = ["rtx-4090", "rtx-5090", "rtx-a6000", "l40s", "a100-80gb-sxm4", "h100-sxm", "h200-sxm", "b200",
@@ -20,9 +22,12 @@ def _split(value: str | None) -> list[str]:
 
 
 @click.command("plan")
-@click.option("--model", "-m", required=True, help="Catalog name, hub id (org/name), local folder, or .gguf file.")
-@click.option("--gpu", "-g", help="Accelerator (fuzzy: A6000, h100, 'M3 Max 96GB', cpu); comma list for a matrix.")
-@click.option("--gpus", "-n", default="1", show_default=True, help="Number of accelerators (tensor parallel).")
+@click.option("--model", "-m", help="Catalog name, hub id (org/name), local folder, or .gguf file. Without it: every "
+                                    "catalog model on --gpu, ranked (what runs on this hardware).")
+@click.option("--gpu", "-g", help="Accelerator (fuzzy: A6000, h100, 'M3 Max 96GB', cpu, auto = detect this machine); "
+                                  "comma list for a matrix. Default without --model: auto.")
+@click.option("--gpus", "-n", help="Number of accelerators (tensor parallel). Default 1; with --gpu auto, the count "
+                                   "detected.")
 @click.option("--precision", "-p", help="fp32 bf16 fp16 fp8 int8 gptq-int{2,3,4,8} awq-int4 nf4 mxfp4 gguf-<type>; "
                                         "comma list for a matrix. Default: what the checkpoint ships in.")
 @click.option("--group-size", type=int, help="GPTQ/AWQ group size (default 128; -1 = per column).")
@@ -34,26 +39,50 @@ def _split(value: str | None) -> list[str]:
                                      "tgi, ollama ...). Default: vllm on GPUs, llama.cpp for GGUF, transformers on "
                                      "Apple/CPU.")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
+@click.option("--models", help="Without --model: these models only (comma list, or a file with one per line).")
+@click.option("--family", help="Without --model: one family (qwen3.5, llama-3.1, gemma-3 ...).")
+@click.option("--min-params", help="Without --model: at least this many parameters (7B, 500M).")
+@click.option("--max-params", help="Without --model: at most this many parameters.")
+@click.option("--moe/--dense", "moe", default=None, help="Without --model: MoE models only, or dense only.")
+@click.option("--sort", type=click.Choice(SORTS), default="size", show_default=True,
+              help="Without --model: largest models first, fastest decode first, or least quality loss first.")
+@click.option("--top", help="Without --model: show the first N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in DESIGN.md) instead of tables.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch "
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
-def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, kv_dtype, as_json,
-         plot, force):
+def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, kv_dtype, models,
+         family, min_params, max_params, moe, sort, top, as_json, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
+    Without --model: every catalog model on --gpu (default: this machine's), at its most faithful precision that
+    fits, ranked.
     """
     from qfit import api, resolve
 
-    n = parse_positive_int(gpus, "--gpus", maximum=4096)
+    n = parse_positive_int(gpus, "--gpus", maximum=4096) if gpus else None
     batches = parse_int_list(batch, "--batch", maximum=1_000_000)
     if group_size is not None and (group_size == 0 or group_size < -1):
         raise QfitError(f"--group-size must be a positive integer or -1, got {group_size}")
-    kw = dict(engine=engine, gpus=n, kv_dtype=kv_dtype, group_size=group_size,
-              context=parse_tokens(context) if context else None,
-              input_len=parse_tokens(input_len, "--input-len") if input_len else None,
-              output_len=parse_tokens(output_len, "--output-len") if output_len else None)
+    lengths = dict(context=parse_tokens(context) if context else None,
+                   input_len=parse_tokens(input_len, "--input-len") if input_len else None,
+                   output_len=parse_tokens(output_len, "--output-len") if output_len else None)
+    survey_flags = {"--models": models, "--family": family, "--min-params": min_params, "--max-params": max_params,
+                    "--moe/--dense": moe, "--top": top}
+    if model is None:
+        for flag, value in (("--precision", precision), ("--group-size", group_size), ("--kv-dtype", kv_dtype),
+                            ("--plot", plot)):
+            if value is not None:
+                raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
+        if len(batches) > 1:
+            raise QfitError("a --batch list needs --model (without it, one batch for every model)")
+        _survey(api, gpu, n, batches[0], lengths, engine, survey_flags, sort, as_json)
+        return
+    given = [flag for flag, value in survey_flags.items() if value is not None]
+    if given:
+        raise QfitError(f"{', '.join(given)} select models: use them without --model")
+    kw = dict(engine=engine, gpus=n or 1, kv_dtype=kv_dtype, group_size=group_size, **lengths)
     gpu_list, prec_list = _split(gpu), _split(precision)
     loaded = resolve.model(model)
     # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).
@@ -75,6 +104,36 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
         getattr(report, f"print_{render}")(plans[0] if render == "plan" else plans)
     if plot:
         _plot(plans, plot, force, as_json)
+
+
+def _model_list(value: str | None) -> list[str] | None:
+    """--models a,b,c, or a file naming one model per line (# comments)."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
+        names = [ln for ln in lines if ln]
+        if not names:
+            raise QfitError(f"--models file {value} names no model")
+        return names
+    return _split(value)
+
+
+def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json) -> None:
+    if gpu and "," in gpu:
+        raise QfitError("without --model, --gpu names one accelerator (or auto)")
+    result = api.survey(gpu, models=_model_list(flags["--models"]), family=flags["--family"],
+                        min_params=parse_count(flags["--min-params"]) if flags["--min-params"] else None,
+                        max_params=parse_count(flags["--max-params"]) if flags["--max-params"] else None,
+                        moe=flags["--moe/--dense"], batch=batch, gpus=gpus, engine=engine, sort=sort,
+                        top=parse_positive_int(flags["--top"], "--top") if flags["--top"] else None, **lengths)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from qfit import report
+
+    report.print_survey(result)
 
 
 def _plot(plans, path: str, force: bool, quiet: bool) -> None:

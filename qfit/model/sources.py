@@ -67,6 +67,11 @@ def catalog_entries() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(set(catalog_index().values()))]
 
 
+def catalog_models() -> list[LoadedModel]:
+    """Every built-in model, each entry read once."""
+    return [_load_catalog(p) for p in sorted(set(catalog_index().values()))]
+
+
 def _load_catalog(path: Path) -> LoadedModel:
     entry = json.loads(path.read_text())
     ref = entry.get("params_reference") or {}

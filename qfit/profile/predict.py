@@ -8,37 +8,11 @@ surfaces as one. `compare` is pure and pairs each measured figure with its predi
 
 from __future__ import annotations
 
-import subprocess
 from typing import Sequence
 
+from qfit import detect
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator
-
-
-def apple_device_name(brand: str, memory_bytes: int, gpu_cores: int | None) -> str:
-    """'Apple M3 Max' + 96 GiB + 30 cores -> 'Apple M3 Max 96GB 30-core': the spelling the catalog lookup resolves to
-    that chip's memory configuration and GPU variant."""
-    name = f"{brand.strip()} {round(memory_bytes / 2**30)}GB"
-    return f"{name} {gpu_cores}-core" if gpu_cores else name
-
-
-def _sysctl(key: str) -> str:
-    try:
-        return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        raise QfitError(f"cannot read {key} with sysctl to name this Apple device for the planner") from None
-
-
-def _apple_gpu_cores() -> int | None:
-    """GPU core count from the IORegistry (AGXAccelerator gpu-core-count); None when it cannot be read."""
-    import re
-
-    try:
-        out = subprocess.run(["ioreg", "-rc", "AGXAccelerator", "-d1"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r'"gpu-core-count"\s*=\s*(\d+)', out)
-    return int(m.group(1)) if m else None
 
 
 def planner_accelerator(device: str) -> Accelerator:
@@ -50,8 +24,8 @@ def planner_accelerator(device: str) -> Accelerator:
         import torch
         return resolve.accelerator(torch.cuda.get_device_name(0))
     if device == "mps":
-        name = apple_device_name(_sysctl("machdep.cpu.brand_string"), int(_sysctl("hw.memsize")), _apple_gpu_cores())
-        return resolve.accelerator(name)
+        brand, memory = detect.sysctl("machdep.cpu.brand_string"), int(detect.sysctl("hw.memsize"))
+        return resolve.accelerator(detect.apple_device_name(brand, memory, detect.apple_gpu_cores()))
     return resolve.accelerator("cpu")
 
 

@@ -6,7 +6,7 @@
     result.chosen.label, result.chosen.cost.rent_usd_per_hour
 
 Layout: search.py (the search, pure), speed.py (the one adapter to qfit.perf), cost.py, prices.py (--prices files),
-quality.py (profiles/quality.yaml), rank.py (rankings, Pareto, explanations), api.py (SizeResult and the pure `size`
+rank.py (rankings, Pareto, explanations), api.py (SizeResult and the pure `size`
 over resolved objects), render.py (rich/CSV/plot). qfit.api.size resolves names and calls it.
 """
 

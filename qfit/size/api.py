@@ -12,9 +12,9 @@ from qfit.hardware import Accelerator
 from qfit.model.params import ParamCounts, count_params
 from qfit.model.sources import LoadedModel
 from qfit.precision import Recipe
+from qfit.quality import QualityTable
 from qfit.size import rank
 from qfit.size.cost import CostParams
-from qfit.size.quality import QualityTable
 from qfit.size.search import MAX_TOTAL_GPUS, Option, SearchResult, search
 from qfit.workload import Workload
 

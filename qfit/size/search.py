@@ -20,8 +20,8 @@ from qfit.model.params import tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import PerfEstimate
 from qfit.precision import Recipe, WeightBytes
+from qfit.quality import Quality, QualityTable
 from qfit.size.cost import Cost, CostParams, cost_of
-from qfit.size.quality import Quality, QualityTable
 from qfit.size.speed import ReplicaSpeed, SpeedInputs
 from qfit.workload import Workload
 
