@@ -23,7 +23,13 @@ from qfit.workload import Workload
 
 def _workload(loaded: LoadedModel, context: int | None, batch: int, input_len: int | None,
               output_len: int | None) -> Workload:
-    return Workload(context=context or default_context(loaded), batch=batch, input_tokens=input_len,
+    """A request's tokens must fit its context: a prompt (plus output) longer than --context is refused; without
+    --context the context grows to hold them."""
+    need = (input_len or 0) + (output_len or 0)
+    if context is not None and need > context:
+        raise QfitError(f"--input-len + --output-len = {need:,} tokens exceed --context {context:,}; "
+                        f"closest: --context {need}")
+    return Workload(context=context or max(default_context(loaded), need), batch=batch, input_tokens=input_len,
                     output_tokens=output_len)
 
 
@@ -35,7 +41,7 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
-    eng = registry.choose(engine, recipe, acc)
+    eng = registry.choose(engine, recipe, acc, kv_dtype)
     weights = weights_for(loaded, recipe)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
                       kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest)

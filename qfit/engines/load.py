@@ -20,10 +20,12 @@ from qfit.engines.profile import (
 )
 from qfit.engines.registry import EngineRegistry
 from qfit.errors import QfitError
+from qfit.memory import KV_DTYPES
 from qfit.paths import overlay_dir, profiles_dir
 from qfit.yamlcache import load_records
 
-REQUIRED = ("name", "description", "aliases", "multi_gpu", "default_on", "runs", "memory", "speed", "fitted")
+REQUIRED = ("name", "description", "aliases", "multi_gpu", "default_on", "runs", "kv_dtypes", "memory", "speed",
+            "fitted")
 
 
 def validate_profile(data: dict, stem: str) -> list[str]:
@@ -41,6 +43,7 @@ def validate_profile(data: dict, stem: str) -> list[str]:
     out += [f"runs: unknown backend {b!r}" for b in runs if b not in BACKENDS]
     out += [f"runs.{b}: unknown weight family {f!r}" for b, fams in runs.items() for f in fams if f not in FAMILIES]
     out += [f"default_on: {b!r} is not in runs" for b in data["default_on"] if b not in runs]
+    out += [f"kv_dtypes: unknown KV dtype {k!r}" for k in data["kv_dtypes"] or [] if k not in KV_DTYPES]
     out += [f"memory.runtime_overhead_gib has no figure for {b!r}, which runs lists" for b in runs if b not in overhead]
     frac = data["memory"].get("memory_fraction")
     if frac is not None and not 0 < frac <= 1:
@@ -108,7 +111,8 @@ def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
         activation=mem["activation"],
         runtime_overhead_gib={k: float(v) for k, v in mem["runtime_overhead_gib"].items()},
         tp_overhead_gib=float(mem.get("tp_overhead_gib", 0.0)), multi_gpu=d["multi_gpu"],
-        runs={b: frozenset(f) for b, f in d["runs"].items()}, default_on=tuple(d["default_on"]),
+        runs={b: frozenset(f) for b, f in d["runs"].items()}, kv_dtypes=tuple(d["kv_dtypes"]),
+        default_on=tuple(d["default_on"]),
         aliases={str(k).lower(): v for k, v in (d["aliases"] or {}).items()}, measure=d.get("measure"),
         speed=entries, speed_default_backend=speed["default_backend"],
         prefill_chunk_tokens=int(speed.get("prefill_chunk_tokens", 0)),
@@ -134,15 +138,28 @@ def read_overlay(path: Path) -> dict[str, Overlay]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise QfitError(f"cannot read calibration overlay {path}: {str(exc).splitlines()[0]}") from None
-    out = {}
-    for backend, entry in (data.get("calibrations") or {}).items() if isinstance(data, dict) else ():
-        if not isinstance(entry, dict):
-            continue
-        d, p = float(entry.get("decode_speed_factor", 1.0)), float(entry.get("prefill_speed_factor", 1.0))
-        if not (0.01 < d < 100 and 0.01 < p < 100):
-            raise QfitError(f"calibration overlay {path}: implausible factors decode x{d:g}, prefill x{p:g}")
-        out[backend] = Overlay(d, p, int(sum((entry.get("points") or {}).values())), str(path))
-    return out
+    calibrations = data.get("calibrations") if isinstance(data, dict) else None
+    if not isinstance(calibrations, dict):
+        raise QfitError(f"calibration overlay {path}: no `calibrations` mapping (write it with `qfit calibrate`)")
+    return {str(backend): _overlay_entry(path, str(backend), entry) for backend, entry in calibrations.items()}
+
+
+def _overlay_entry(path: Path, backend: str, entry) -> Overlay:
+    def factor(key: str) -> float:
+        value = entry.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 < value < 100:
+            raise QfitError(f"calibration overlay {path}: {backend}.{key} {value!r:.30} is implausible "
+                            "(a factor between 0.01 and 100)")
+        return float(value)
+
+    if not isinstance(entry, dict):
+        raise QfitError(f"calibration overlay {path}: entry {backend!r:.30} is not a mapping")
+    points = entry.get("points") or {}
+    counts = list(points.values()) if isinstance(points, dict) else [None]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise QfitError(f"calibration overlay {path}: {backend}.points must map figures to counts")
+    d, p = factor("decode_speed_factor"), factor("prefill_speed_factor")
+    return Overlay(d, p, sum(counts), str(path))
 
 
 def load_engines(overlays: bool = True) -> EngineRegistry:

@@ -78,6 +78,7 @@ class EngineProfile:
     tp_overhead_gib: float
     multi_gpu: str                              # tensor_parallel | layer_split
     runs: dict[str, frozenset[str]]             # backend -> weight families
+    kv_dtypes: tuple[str, ...]                  # KV cache dtypes the engine can store
     default_on: tuple[str, ...]
     aliases: dict[str, str | None]              # name -> note (None: the same engine under another name)
     measure: dict[str, str] | None              # python package qfit profile drives: {import, install}

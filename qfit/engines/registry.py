@@ -38,6 +38,16 @@ class EngineRegistry:
     def runners(self, family: str, backend: str) -> list[str]:
         return [e.name for e in self.engines.values() if family in e.runs.get(backend, ())]
 
+    def check_kv(self, engine: EngineProfile, kv_dtype: str | None) -> None:
+        """QfitError unless `engine` can store its KV cache as `kv_dtype` (None: the recipe's default)."""
+        from qfit.memory import parse_kv_dtype
+
+        if kv_dtype is None or parse_kv_dtype(kv_dtype) in engine.kv_dtypes:
+            return
+        others = [e.name for e in self.engines.values() if parse_kv_dtype(kv_dtype) in e.kv_dtypes]
+        raise QfitError(f"{engine.name} stores KV cache as {', '.join(engine.kv_dtypes)}, not {kv_dtype}"
+                        + (f"; {kv_dtype} is {', '.join(others)}'s" if others else ""))
+
     def check(self, engine: EngineProfile, recipe, acc) -> None:
         """QfitError unless `engine` loads `recipe`'s weights on `acc`, naming what would."""
         backend = acc.backend
@@ -54,8 +64,9 @@ class EngineRegistry:
                else f"; nothing qfit knows runs {recipe.name} on {backend}")
         raise QfitError(f"{engine.name} runs {can} weights on {acc.short_name} ({backend}), not {recipe.name}{alt}")
 
-    def choose(self, name: str | None, recipe, acc) -> EngineProfile:
-        """The named engine, or the default for these weights on this device (each profile's `default_on`)."""
+    def choose(self, name: str | None, recipe, acc, kv_dtype: str | None = None) -> EngineProfile:
+        """The named engine, or the default for these weights on this device (each profile's `default_on`); with
+        `kv_dtype`, one that can store the KV cache so."""
         if name:
             engine = self.get(name)
         else:
@@ -68,6 +79,7 @@ class EngineRegistry:
                                 f"there: {'; '.join(runs) or 'nothing'}")
             engine = picks[0]
         self.check(engine, recipe, acc)
+        self.check_kv(engine, kv_dtype)
         return engine
 
     def measurable(self, name: str) -> EngineProfile:

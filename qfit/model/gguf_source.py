@@ -7,6 +7,7 @@ below are llama.cpp's (ggml.h / gguf-py constants); tests check them against the
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -92,25 +93,35 @@ class _Skipped(int):
 
 def read_gguf_header(path: Path) -> tuple[dict[str, Any], list[tuple[str, list[int], int]]]:
     """(metadata, [(tensor name, shape, ggml type id)])."""
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise QfitError(f"{path.name} is not a GGUF file (bad magic)")
-        r = _Reader(fh)
-        version = r.unpack("<I")
-        if version not in (2, 3):
-            raise QfitError(f"{path.name}: unsupported GGUF version {version}")
-        n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = r.string()
-            meta[key] = r.value(r.unpack("<I"))
-        tensors = []
-        for _ in range(n_tensors):
-            name = r.string()
-            dims = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
-            ttype = r.unpack("<I")
-            r.unpack("<Q")  # data offset
-            tensors.append((name, dims, ttype))
+    try:
+        with open(path, "rb") as fh:
+            return _read_header(fh, path)
+    except OSError as exc:
+        raise QfitError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_header(fh: BinaryIO, path: Path) -> tuple[dict[str, Any], list[tuple[str, list[int], int]]]:
+    if fh.read(4) != b"GGUF":
+        raise QfitError(f"{path.name} is not a GGUF file (bad magic)")
+    r = _Reader(fh)
+    version = r.unpack("<I")
+    if version not in (2, 3):
+        raise QfitError(f"{path.name}: unsupported GGUF version {version}")
+    n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
+    meta = {}
+    for _ in range(n_kv):
+        key = r.string()
+        meta[key] = r.value(r.unpack("<I"))
+    tensors = []
+    for _ in range(n_tensors):
+        name = r.string()
+        n_dims = r.unpack("<I")
+        if n_dims > 8:
+            raise QfitError(f"{path.name}: corrupt GGUF header (tensor {name!r:.40} has {n_dims} dimensions)")
+        dims = [r.unpack("<Q") for _ in range(n_dims)]
+        ttype = r.unpack("<I")
+        r.unpack("<Q")  # data offset
+        tensors.append((name, dims, ttype))
     return meta, tensors
 
 
@@ -131,23 +142,32 @@ def header_from_tensors(tensors: list[tuple[str, list[int], int]], file_type: st
     return HeaderInfo(params=params, bytes=nbytes, tensors=len(tensors), dtype_bytes=by_dtype, file_type=file_type)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_gguf(path: Path) -> LoadedModel:
     meta, tensors = read_gguf_header(path)
     arch = meta.get("general.architecture")
-    if not arch:
+    if not arch or not isinstance(arch, str):
         raise QfitError(f"{path.name}: GGUF header has no general.architecture")
+    if not tensors:
+        raise QfitError(f"{path.name} holds no tensors")
     cfg: dict[str, Any] = {"model_type": _ARCH_TO_MODEL_TYPE.get(arch, arch)}
     for key, suffix in _KEYS.items():
         value = meta.get(f"{arch}.{suffix}")
         if isinstance(value, list):  # per-layer arrays (e.g. feed_forward_length): take the largest
-            value = max(value) if value else None
-        if value is not None:
-            cfg[key] = int(value)
+            value = max(value) if value and all(_is_number(v) for v in value) else value or None
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise QfitError(f"{path.name}: GGUF metadata {arch}.{suffix} is {value!r:.40}, not a number")
+        cfg[key] = int(value)
     names = {t[0] for t in tensors}
     embd = next((t for t in tensors if t[0] == "token_embd.weight"), None)
     vocab = meta.get("tokenizer.ggml.tokens")
-    cfg["vocab_size"] = int(vocab) if isinstance(vocab, _Skipped) else len(vocab) if vocab else (
-        embd[1][-1] if embd else None)  # GGUF dims are (ne0=hidden, ne1=vocab)
+    cfg["vocab_size"] = int(vocab) if isinstance(vocab, _Skipped) else len(vocab) if isinstance(vocab, list) and \
+        vocab else (embd[1][-1] if embd and len(embd[1]) > 1 else None)  # GGUF dims are (ne0=hidden, ne1=vocab)
     cfg["tie_word_embeddings"] = "output.weight" not in names
     ft = meta.get("general.file_type")
     file_type = f"gguf-{FILE_TYPES[ft]}" if ft in FILE_TYPES else None

@@ -8,13 +8,13 @@ weights instead). Heavy clients (huggingface_hub) are imported inside the functi
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from qfit.atomic import write_json, write_text
 from qfit.errors import QfitError
+from qfit.jsonfile import read_json_object
+from qfit.model.headers import read_header, shard_files
 from qfit.model.ref import ModelRef, catalog_index, model_ref
 from qfit.model.spec import ModelSpec, parse_config
 from qfit.paths import cache_dir, safe_name
@@ -86,33 +86,15 @@ def catalog_lookup(name: str) -> LoadedModel | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# safetensors headers
+# local folders
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (8-byte little-endian length, then JSON), never the tensor data."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise QfitError(f"{path.name} is not a safetensors file (too short)")
-            (length,) = struct.unpack("<Q", raw)
-            if length > 100 * 2**20:
-                raise QfitError(f"{path.name} is not a safetensors file (header length {length} is implausible)")
-            return json.loads(fh.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise QfitError(f"{path.name} is not a safetensors file (header is not JSON)") from None
-    except OSError as exc:
-        raise QfitError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def header_info(headers: list[dict[str, Any]]) -> HeaderInfo:
+def header_info(headers: list[dict[str, dict]]) -> HeaderInfo:
+    """Totals of validated safetensors headers (qfit.model.headers.read_header)."""
     params = nbytes = count = 0
     by_dtype: dict[str, int] = {}
     for header in headers:
-        for name, t in header.items():
-            if name == "__metadata__":
-                continue
+        for t in header.values():
             n = 1
             for d in t["shape"]:
                 n *= d
@@ -125,19 +107,13 @@ def header_info(headers: list[dict[str, Any]]) -> HeaderInfo:
 def _read_config(path: Path) -> dict:
     if not path.exists():
         raise QfitError(f"no config.json in {path.parent}")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise QfitError(f"malformed config.json in {path.parent}: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(cfg, dict):
-        raise QfitError(f"malformed config.json in {path.parent}: top level is not an object")
-    return cfg
+    return read_json_object(path, "config", prefix=f"malformed config.json in {path.parent}")
 
 
 def _load_local(folder: Path) -> LoadedModel:
     cfg = _read_config(folder / "config.json")
-    files = sorted(folder.glob("*.safetensors"))
-    header = header_info([read_safetensors_header(f) for f in files]) if files else None
+    files = shard_files(folder)
+    header = header_info([read_header(f) for f in files]) if files else None
     spec = parse_config(cfg, name=folder.name, source=f"local: {folder}")
     return LoadedModel(spec=spec, kind="local", location=str(folder), header=header,
                        quantization_config=cfg.get("quantization_config"))
@@ -177,7 +153,7 @@ def _fetch_hub(repo: str, revision: str | None, cache: Path) -> None:
         raise QfitError(f"cannot read {repo!r} from the Hugging Face Hub and it is not cached here "
                         f"({type(exc).__name__}); use a catalog name (`qfit models`) or a local folder") from None
     headers = [{name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
-                for name, t in fm.tensors.items()} for fm in meta.files_metadata.values()]
+                for name, t in fm.tensors.items() if name != "__metadata__"} for fm in meta.files_metadata.values()]
     # config.json last: its presence is what marks the cache entry complete
     write_json(cache / "safetensors.json", header_info(headers).to_dict(), mkdir=True)
     write_text(cache / "config.json", Path(cfg_file).read_text())

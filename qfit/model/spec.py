@@ -155,10 +155,32 @@ def _opt(cfg: dict, *keys: str, default: Any = None) -> Any:
     return default
 
 
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
-        raise QfitError(f"malformed config.json: {name} must be a positive integer, got {value!r}")
+# Upper bounds well beyond any released model: a config past them is malformed, and refusing it at parse time keeps
+# every later computation bounded (10 million layers would otherwise plan for minutes).
+_LIMITS = {"num_hidden_layers": 4096, "hidden_size": 1 << 17, "num_attention_heads": 4096,
+           "num_key_value_heads": 4096, "head_dim": 8192, "vocab_size": 1 << 24, "intermediate_size": 1 << 20,
+           "num_experts": 1 << 16, "num_experts_per_tok": 4096, "moe_intermediate_size": 1 << 20,
+           "max_position_embeddings": 1 << 26, "sliding_window": 1 << 26, "linear_conv_kernel_dim": 1024}
+_DEFAULT_LIMIT = 1 << 20
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"), float("-inf")) or int(value) != value or value < minimum:
+        what = "a positive integer" if minimum > 0 else "a non-negative integer"
+        raise QfitError(f"malformed config.json: {name} must be {what}, got {value!r}")
+    if value > _LIMITS.get(name, _DEFAULT_LIMIT):
+        raise QfitError(f"malformed config.json: {name} {value!r} is implausible (more than "
+                        f"{_LIMITS.get(name, _DEFAULT_LIMIT):,})")
     return int(value)
+
+
+def _positive(name: str, value: Any) -> int:
+    return _int(name, value, 1)
+
+
+def _natural(name: str, value: Any) -> int:
+    return _int(name, value, 0)
 
 
 def unwrap_text_config(cfg: dict) -> tuple[dict, dict | None]:
@@ -198,6 +220,9 @@ def parse_config(cfg: dict, name: str = "model", source: str = "", hub_id: str |
     intermediate = _positive("intermediate_size", intermediate) if intermediate is not None else 0
     layer_types, window = _parse_layer_types(text, layers, model_type, linear is not None)
     quant = text.get("quantization_config") or {}
+    if not isinstance(quant, dict):
+        raise QfitError(f"malformed config.json: quantization_config must be an object, got {quant!r:.40}")
+    _check_consistency(heads, kv_heads, moe)
     return ModelSpec(
         name=name, model_type=model_type, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
         head_dim=head_dim, vocab=vocab, intermediate=intermediate,
@@ -214,13 +239,27 @@ def parse_config(cfg: dict, name: str = "model", source: str = "", hub_id: str |
         attn_sinks=model_type == "gpt_oss",
         norms_per_layer=4 if model_type in _FOUR_NORM_TYPES else 1 if model_type in _ONE_NORM_TYPES else 2,
         moe=moe, mla=mla, linear=linear, vision=_parse_vision(vision_cfg),
-        mtp_layers=int(_opt(text, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0) or 0),
+        mtp_layers=_natural("mtp_num_hidden_layers", _opt(text, "num_nextn_predict_layers", "mtp_num_hidden_layers",
+                                                         default=0)),
         mtp_own_embeddings=model_type in {"deepseek_v3", "kimi_k2", "glm4_moe"},
-        max_position_embeddings=_opt(text, "max_position_embeddings"),
+        max_position_embeddings=_max_position(text),
         dtype=str(_opt(text, "torch_dtype", "dtype", default="bfloat16")),
         native_quant=quant.get("quant_method") if isinstance(quant, dict) else None,
         source=source, hub_id=hub_id,
     )
+
+
+def _max_position(text: dict) -> int | None:
+    value = _opt(text, "max_position_embeddings")
+    return None if value is None else _positive("max_position_embeddings", value)
+
+
+def _check_consistency(heads: int, kv_heads: int, moe: MoESpec | None) -> None:
+    if kv_heads > heads or heads % kv_heads:
+        raise QfitError(f"malformed config.json: {heads} attention heads cannot share {kv_heads} KV heads "
+                        "(KV heads must divide the attention heads)")
+    if moe and moe.top_k > moe.num_experts:
+        raise QfitError(f"malformed config.json: {moe.top_k} experts per token of only {moe.num_experts}")
 
 
 def _default_tie(model_type: str) -> bool:
@@ -271,9 +310,10 @@ def _parse_moe(text: dict, layers: int) -> MoESpec | None:
                                                     what="moe_intermediate_size"))
     shared, shared_inter, shared_gate = 0, 0, False
     if text.get("n_shared_experts"):
-        shared, shared_inter = int(text["n_shared_experts"]), inter
+        shared, shared_inter = _positive("n_shared_experts", text["n_shared_experts"]), inter
     elif text.get("shared_expert_intermediate_size"):
-        shared, shared_inter, shared_gate = 1, int(text["shared_expert_intermediate_size"]), True
+        shared_inter = _positive("shared_expert_intermediate_size", text["shared_expert_intermediate_size"])
+        shared, shared_gate = 1, True
     elif mt.startswith("llama4"):
         shared, shared_inter = 1, inter
     return MoESpec(
@@ -286,9 +326,13 @@ def _parse_moe(text: dict, layers: int) -> MoESpec | None:
 
 
 def _moe_layers(text: dict, layers: int) -> tuple[int, ...]:
-    first_dense = int(text.get("first_k_dense_replace") or 0)
-    only_dense = set(text.get("mlp_only_layers") or [])
-    step = int(_opt(text, "decoder_sparse_step", "interleave_moe_layer_step", "moe_layer_freq", default=1) or 1)
+    first_dense = _natural("first_k_dense_replace", text.get("first_k_dense_replace") or 0)
+    only = text.get("mlp_only_layers") or []
+    if not isinstance(only, list):
+        raise QfitError(f"malformed config.json: mlp_only_layers must be a list, got {only!r:.40}")
+    only_dense = {_natural("mlp_only_layers[]", i) for i in only}
+    step = _positive("decoder_sparse_step", _opt(text, "decoder_sparse_step", "interleave_moe_layer_step",
+                                                 "moe_layer_freq", default=1) or 1)
     if text.get("model_type", "").startswith("llama4") and step > 1:
         # Llama-4: every step-th layer (1-based) is MoE.
         return tuple(i for i in range(layers) if (i + 1) % step == 0)
@@ -298,21 +342,22 @@ def _moe_layers(text: dict, layers: int) -> tuple[int, ...]:
 
 def _parse_layer_types(text: dict, layers: int, model_type: str, has_linear: bool) -> tuple[tuple[str, ...], int | None]:
     window = _opt(text, "sliding_window", "attention_chunk_size")
+    window = None if window is None else _positive("sliding_window", window)
     raw = text.get("layer_types")
     if isinstance(raw, list) and raw:
         if len(raw) != layers:
             raise QfitError(f"malformed config.json: layer_types has {len(raw)} entries for {layers} layers")
         kinds = []
         for t in raw:
-            if t not in _LAYER_KIND:
-                raise QfitError(f"unsupported architecture: unknown layer type {t!r} in layer_types")
+            if not isinstance(t, str) or t not in _LAYER_KIND:
+                raise QfitError(f"unsupported architecture: unknown layer type {t!r:.40} in layer_types")
             kinds.append(_LAYER_KIND[t])
         types = tuple(kinds)
     elif has_linear:
         interval = _positive("full_attention_interval", _req(text, "full_attention_interval"))
         types = tuple("full" if (i + 1) % interval == 0 else "linear" for i in range(layers))
     elif model_type in {"gemma3", "gemma3_text"}:
-        pattern = int(_opt(text, "sliding_window_pattern", default=6))
+        pattern = _positive("sliding_window_pattern", _opt(text, "sliding_window_pattern", default=6))
         types = tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers))
     elif model_type == "gemma2":
         types = tuple("sliding" if i % 2 == 0 else "full" for i in range(layers))
@@ -336,10 +381,11 @@ def _parse_vision(vcfg: dict | None) -> VisionSpec | None:
     inter = _opt(vcfg, "intermediate_size")
     if not (depth and hidden):
         return None
-    inter = inter or 4 * hidden
-    patch = int(_opt(vcfg, "patch_size", default=14))
-    channels = int(_opt(vcfg, "in_channels", "num_channels", default=3))
-    temporal = int(_opt(vcfg, "temporal_patch_size", default=1))
+    depth, hidden = _positive("vision_config.depth", depth), _positive("vision_config.hidden_size", hidden)
+    inter = _positive("vision_config.intermediate_size", inter) if inter else 4 * hidden
+    patch = _positive("vision_config.patch_size", _opt(vcfg, "patch_size", default=14))
+    channels = _positive("vision_config.in_channels", _opt(vcfg, "in_channels", "num_channels", default=3))
+    temporal = _positive("vision_config.temporal_patch_size", _opt(vcfg, "temporal_patch_size", default=1))
     # ViT block: q,k,v,o (4 h^2 + biases) + 2-matrix MLP + 2 LayerNorms; plus patch embedding. Projector/merger
     # into the LM is not counted (it varies per family) — the estimate is a lower bound, flagged in assumptions.
     block = 4 * hidden * hidden + 4 * hidden + 2 * hidden * inter + hidden + inter + 4 * hidden

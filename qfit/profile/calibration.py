@@ -26,13 +26,14 @@ Error = median |predicted/measured - 1| in %, before and after applying the fact
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from qfit.atomic import write_text
 from qfit.errors import QfitError
+from qfit.jsonfile import read_json
 
 # torch device kind -> engine backend, for results whose prediction named no accelerator
 _FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
@@ -47,10 +48,7 @@ def read_results(paths: list[str]) -> list[tuple[str, dict]]:
             path = path / "profile.json"
         if not path.is_file():
             raise QfitError(f"no profile result at {p}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise QfitError(f"cannot read {path}: {exc}") from None
+        data = read_json(path, "profile result")
         if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("qfit.profile/"):
             raise QfitError(f"{path} is not a qfit profile result (no qfit.profile schema)")
         out.append((str(path), data))
@@ -59,11 +57,43 @@ def read_results(paths: list[str]) -> list[tuple[str, dict]]:
 
 def family_of(result: dict) -> str:
     """The device family (engine backend) a result was measured on: the planned accelerator's, else the device's."""
+    from qfit.engines.profile import BACKENDS
     from qfit.hardware import BACKEND_OF_VENDOR
 
     acc = (result.get("prediction") or {}).get("accelerator") or {}
+    acc = acc if isinstance(acc, dict) else {}
     backend = acc.get("backend") or BACKEND_OF_VENDOR.get(str(acc.get("vendor", "")).lower())
-    return backend or _FAMILY_BY_KIND.get((result.get("device") or {}).get("kind", ""), "cuda")
+    device = result.get("device") if isinstance(result.get("device"), dict) else {}
+    backend = backend or _FAMILY_BY_KIND.get(str(device.get("kind", "")), "cuda")
+    if backend not in BACKENDS:
+        raise QfitError(f"profile result names an unknown device family {str(backend)!r:.40}")
+    return backend
+
+
+def _rate(path: str, where: str, value) -> float:
+    """A measured or predicted rate from a result file: a finite positive number, or the file is refused."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 < value < 1e12
+    if not ok:
+        raise QfitError(f"{path}: {where} is {value!r:.40}, not a positive finite rate; refusing to calibrate on it")
+    return float(value)
+
+
+def _pairs(path: str, rows, measured: str, predicted: str, prior: float) -> list[tuple[float, float]]:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise QfitError(f"{path}: comparison rows are malformed")
+    return [(_rate(path, f"row {i + 1} {measured}", r[measured]), _rate(path, f"row {i + 1} {predicted}",
+                                                                        r[predicted]) / prior)
+            for i, r in enumerate(rows) if r.get(measured) is not None and r.get(predicted) is not None]
+
+
+def _engine(path: str, res: dict) -> str:
+    """The result's backend as a canonical engine name (never a path: it names the overlay file)."""
+    from qfit.engines import load_engines
+
+    try:
+        return load_engines(overlays=False).measurable(str(res.get("backend", ""))).name
+    except QfitError:
+        raise QfitError(f"{path}: backend {str(res.get('backend'))!r:.40} is not an engine qfit profiles") from None
 
 
 def collect_points(results: list[tuple[str, dict]]) -> dict:
@@ -72,19 +102,16 @@ def collect_points(results: list[tuple[str, dict]]) -> dict:
     for path, res in results:
         comp = res.get("comparison") or {}
         pred = res.get("prediction") or {}
-        if not pred.get("available"):
+        if not isinstance(pred, dict) or not pred.get("available") or not isinstance(comp, dict):
             continue
         prior = pred.get("overlay_factors") or {}
-        g = groups[(res.get("backend", "?"), family_of(res))]
-        for row in comp.get("decode", []):
-            if row.get("measured_tokens_per_s_per_seq") and row.get("predicted_tokens_per_s_per_seq"):
-                g["decode"].append((row["measured_tokens_per_s_per_seq"],
-                                    row["predicted_tokens_per_s_per_seq"] / prior.get("decode", 1.0)))
-        for row in comp.get("prefill", []):
-            if row.get("measured_tokens_per_s") and row.get("predicted_tokens_per_s"):
-                g["prefill"].append((row["measured_tokens_per_s"],
-                                     row["predicted_tokens_per_s"] / prior.get("prefill", 1.0)))
-        g["devices"].add((res.get("device") or {}).get("name", "?"))
+        prior = prior if isinstance(prior, dict) else {}
+        g = groups[(_engine(path, res), family_of(res))]
+        g["decode"] += _pairs(path, comp.get("decode", []), "measured_tokens_per_s_per_seq",
+                              "predicted_tokens_per_s_per_seq", _rate(path, "overlay decode", prior.get("decode", 1.0)))
+        g["prefill"] += _pairs(path, comp.get("prefill", []), "measured_tokens_per_s", "predicted_tokens_per_s",
+                               _rate(path, "overlay prefill", prior.get("prefill", 1.0)))
+        g["devices"].add(str((res.get("device") or {}).get("name", "?")))
         g["sources"].append({"file": path, "created": res.get("created"), "model": (res.get("model") or {}).get("path"),
                              "precision": (res.get("model") or {}).get("precision"),
                              "qfit_commit": (res.get("qfit") or {}).get("git_commit")})

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from qfit.errors import QfitError
+from qfit.jsonfile import read_json_object
 
 # Files copied next to the weights so the folder loads on its own (tokenizer + generation defaults).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -35,10 +35,7 @@ def layer_index(name: str) -> int | None:
 
 
 def read_config(model_dir: Path) -> dict:
-    try:
-        return json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QfitError(f"cannot read {model_dir}/config.json: {exc}") from None
+    return read_json_object(Path(model_dir) / "config.json", "config")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -61,7 +58,7 @@ _DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
 
 def float_dtype(out_dir: Path) -> str:
     """The dtype of the non-quantized float tensors (norms, embeddings), which config.json's dtype must describe."""
-    from qfit.quantize.inspect import read_header
+    from qfit.model.headers import read_header
 
     counts: dict[str, int] = {}
     for shard in Path(out_dir).glob("*.safetensors"):

@@ -92,7 +92,9 @@ def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], d
     qc = QuantizeConfig(bits=int(r.bits), group_size=r.group_size, desc_act=r.desc_act, sym=r.sym,
                         damp_percent=job.damp, act_group_aware=False, offload_to_disk=False,
                         **({"dynamic": dynamic} if dynamic else {}))
-    model = GPTQModel.load(str(model_dir), qc, device=device, trust_remote_code=trust_remote_code)
+    from qfit.loading import safe_model_dir
+
+    model = GPTQModel.load(str(safe_model_dir(model_dir)), qc, device=device, trust_remote_code=trust_remote_code)
     callback = LayerCallback(on_layer)
     model.layer_callback = callback
     calib = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]

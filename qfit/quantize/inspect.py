@@ -10,27 +10,17 @@ in_features % group_size == 0. Modules failing them make vLLM fall back to its s
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qfit.errors import QfitError
+from qfit.jsonfile import read_json_object
+from qfit.model.headers import read_header, shard_files
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1}
 MARLIN_BITS = (4, 8)
 MARLIN_GROUPS = (-1, 32, 64, 128)
 MARLIN_MIN_N = 64    # GPTQ_MARLIN_MIN_THREAD_N
 MARLIN_MIN_K = 128   # GPTQ_MARLIN_MIN_THREAD_K
-
-
-def read_header(path: Path) -> dict:
-    """The tensor entries of a safetensors header (qfit.model.sources reads it; metadata dropped)."""
-    from qfit.model.sources import read_safetensors_header
-
-    header = read_safetensors_header(path)
-    header.pop("__metadata__", None)
-    return header
 
 
 @dataclass
@@ -155,12 +145,9 @@ def _load_config(ckpt: Path) -> dict:
     if not ckpt.is_dir():
         raise QfitError(f"checkpoint {ckpt} is not a folder")
     cfg_path = ckpt / "config.json"
-    if not cfg_path.is_file():
+    if not cfg_path.exists():
         raise QfitError(f"{ckpt} has no config.json")
-    try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise QfitError(f"{cfg_path} is not valid JSON: {exc}") from None
+    return read_json_object(cfg_path, "config")
 
 
 def inspect_checkpoint(ckpt: Path) -> InspectResult:
@@ -169,19 +156,20 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
     q = config.get("quantization_config")
     if not isinstance(q, dict):
         qc_file = ckpt / "quantize_config.json"
-        q = json.loads(qc_file.read_text()) if qc_file.is_file() else None
+        q = read_json_object(qc_file, "quantize config") if qc_file.is_file() else None
     if not isinstance(q, dict):
         raise QfitError(f"{ckpt} is not a quantized checkpoint: config.json has no quantization_config")
-    files = sorted(ckpt.glob("*.safetensors"))
+    files = shard_files(ckpt)
     if not files:
         raise QfitError(f"{ckpt} has no .safetensors files")
     header: dict = {}
+    file_problems: list[str] = []
     for f in files:
-        header.update(read_header(f))
+        header.update(read_header(f, file_problems))
     bits, group = q.get("bits"), q.get("group_size")
     probs = config_problems(q)
     modules: list[ModuleCheck] = []
-    if not probs:
+    if not probs:        # a config that reads: check each module against it (file-level problems do not stop that)
         prefixes = sorted({k[: -len(".qweight")] for k in header if k.endswith(".qweight")})
         if not prefixes:
             probs.append("no .qweight tensors found")
@@ -191,6 +179,7 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
     qparams = sum(m.in_features * m.out_features for m in modules if m.in_features and m.out_features)
     qbytes = sum(_nbytes(header[f"{m.name}.{k}"]) for m in modules if not m.problems
                  for k in ("qweight", "qzeros", "scales", "g_idx"))
+    probs += file_problems
     reasons = marlin_config_failures(bits, group, q.get("sym"))
     shape_fails = [m for m in modules if m.marlin_failures]
     if shape_fails:

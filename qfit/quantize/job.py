@@ -90,13 +90,12 @@ class ModelLayout:
         return weight_bytes(self.linear_groups(), recipe).total
 
 
-def read_layout(model_dir: Path) -> ModelLayout:
-    from qfit.quantize.inspect import DTYPE_BYTES, read_header
+def read_layout(model_dir: Path, spec) -> ModelLayout:
+    """The quantizable linears of a float folder from its headers; `spec` is the folder's validated ModelSpec."""
+    from qfit.model.headers import DTYPE_BYTES, read_header, shard_files
 
-    config = ck.read_config(model_dir)
-    text = config.get("text_config", config)
     linears, total, widths = {}, 0, []
-    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+    for shard in shard_files(model_dir):
         for name, entry in read_header(shard).items():
             start, end = entry["data_offsets"]
             total += end - start
@@ -107,7 +106,7 @@ def read_layout(model_dir: Path) -> ModelLayout:
         raise QfitError(f"{model_dir}: no quantizable linear layers found (expected *.layers.N.*.weight tensors)")
     layers = {ck.layer_index(n) for n in linears}
     return ModelLayout(float_bytes=total, float_dtype_bytes=max(set(widths), key=widths.count), linears=linears,
-                       num_layers=len(layers), hidden=int(text.get("hidden_size", 0) or 0))
+                       num_layers=len(layers), hidden=spec.hidden)
 
 
 def check_shapes(layout: ModelLayout, recipe: Recipe) -> None:

@@ -26,18 +26,13 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def planner_prediction(model_dir: Path, recipe) -> dict:
-    """The planner's weight bytes for the recipe that was written, from the source folder's config.json alone (the
-    same count `qfit plan` makes), or why it cannot make one (an architecture the planner cannot read)."""
-    from qfit.errors import QfitError
+def planner_prediction(loaded, recipe) -> dict:
+    """The planner's weight bytes for the recipe that was written, from the source model's config alone (the same
+    count `qfit plan` makes)."""
     from qfit.model.params import tensor_groups
-    from qfit.model.sources import load_model
     from qfit.precision import weight_bytes
 
-    try:
-        predicted = weight_bytes(tensor_groups(load_model(str(model_dir)).spec), recipe)
-    except QfitError as exc:  # a finished checkpoint is not lost over a model the planner cannot describe
-        return {"available": False, "reason": str(exc)}
+    predicted = weight_bytes(tensor_groups(loaded.spec), recipe)
     return {"available": True, "precision": recipe.name, "group_size": recipe.group_size,
             "weight_bytes": predicted.total, "detail": predicted.to_dict()}
 

@@ -51,51 +51,67 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", force: bool = False,
-             progress=None, trust_remote_code: bool = False):
-    """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
-    invoked with each finished layer index (the CLI draws a rich bar with it)."""
-    from qfit.loading import check_model_dir, load_tokenizer, resolve_model_dir
-    from qfit.paths import cache_dir
-    from qfit.quantize.engine import prepare_env
+def _destination(out: Path, force: bool, inputs: list) -> Path:
+    """OUT checked before any work: never the input, inside it or holding it; --force to replace; writable."""
+    from qfit.atomic import check_writable, refuse_overlap
 
-    job.validate()
     out = Path(out).expanduser().resolve()
+    refuse_overlap(out, inputs)
     if out.exists() and not force:
         raise QfitError(f"{out} already exists: pass --force to replace it")
     if not out.parent.is_dir():
         raise QfitError(f"parent folder of {out} does not exist")
+    check_writable(out)
+    return out
+
+
+def _calibration(job: QuantizeJob, model_dir: Path, calib_text, trust_remote_code: bool):
+    if job.method != "gptq":
+        return None, []
+    from qfit.loading import load_tokenizer
+    from qfit.quantize.calib import build_calibration
+
+    return build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code), *calib_text,
+                             job.nsamples, job.seqlen)
+
+
+def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", force: bool = False,
+             progress=None, trust_remote_code: bool = False):
+    """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
+    invoked with each finished layer index (the CLI draws a rich bar with it)."""
+    from qfit.loading import check_model_dir, resolve_model_dir
+    from qfit.model.sources import load_model
+    from qfit.paths import cache_dir
+    from qfit.quantize.engine import prepare_env
+
+    job.validate()
+    out = _destination(out, force, [model])
     calib_text = None
-    if job.method == "gptq":
+    if job.method == "gptq":   # a bad --calib fails in a second, before any model is converted or loaded
         from qfit.quantize.calib import calibration_text
 
         calib_text = calibration_text(job.calib)
     model_dir = resolve_model_dir(model)
     check_model_dir(model_dir)
-    layout = read_layout(model_dir)
+    out = _destination(out, force, [model, model_dir])
+    loaded = load_model(str(model_dir))          # config validated into a ModelSpec once, for layout and report
+    layout = read_layout(model_dir, loaded.spec)
     check_shapes(layout, job.recipe)
     dev = pick_device(device, job.method)
     prepare_env(cache_dir())
-
-    calib, windows = None, []
-    if job.method == "gptq":
-        from qfit.quantize.calib import build_calibration
-
-        calib, windows = build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code),
-                                           *calib_text, job.nsamples, job.seqlen)
+    calib, windows = _calibration(job, model_dir, calib_text, trust_remote_code)
     estimate = predict_memory(layout, job, dev)
     if not estimate.fits:
         raise QfitError(f"this run needs about {estimate.total_bytes / 1e9:.1f} GB on {dev} (predicted: model "
                         f"{estimate.model_bytes / 1e9:.1f} + activations {estimate.activation_bytes / 1e9:.1f} + Hessians "
                         f"{estimate.hessian_bytes / 1e9:.2f} + runtime {estimate.runtime_bytes / 1e9:.1f} GB) but only "
                         f"{estimate.available_bytes / 1e9:.1f} GB is available; lower --nsamples/--seqlen or free memory")
-
     clean_stale_temps(out)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
         report = _produce(model, model_dir, tmp, out, job, layout, dev, calib, windows, estimate, progress,
-                          trust_remote_code)
+                          trust_remote_code, loaded)
         publish_dir(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,7 +150,7 @@ def _write_codes(job: QuantizeJob, model_dir: Path, tmp: Path, windows, dev: str
 
 
 def _produce(model, model_dir, tmp, out, job: QuantizeJob, layout, dev, calib, windows, estimate, progress,
-             trust_remote_code):
+             trust_remote_code, loaded):
     from qfit.precision import quantization_config
     from qfit.quantize.inspect import inspect_checkpoint
     from qfit.quantize.report import QuantizeReport, planner_prediction, render_markdown
@@ -157,7 +173,7 @@ def _produce(model, model_dir, tmp, out, job: QuantizeJob, layout, dev, calib, w
         bits_per_weight=round(checked.bits_per_weight or 0.0, 4), size_on_disk_bytes=0,
         weight_bytes=checked.tensor_bytes, float_weight_bytes=layout.float_bytes, wall_seconds=round(wall, 2),
         peak_rss_bytes=peak_rss_bytes(), peak_vram_bytes=_peak_vram(dev), memory_estimate=estimate.to_dict(),
-        device=dev, planner_prediction=planner_prediction(model_dir, job.recipe), notes=_notes(job.recipe, checked))
+        device=dev, planner_prediction=planner_prediction(loaded, job.recipe), notes=_notes(job.recipe, checked))
     # written twice so that the size on disk it states includes the report files themselves
     ck.write_json(tmp / "qfit-report.json", report.to_dict())
     (tmp / "qfit-report.md").write_text(render_markdown(report))

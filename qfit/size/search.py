@@ -146,13 +146,13 @@ def _tp_counts(model: LoadedModel, acc: Accelerator, eng: EngineProfile, per_nod
     return [t for t in range(1, limit + 1) if tp_problem(model.spec, eng, t) is None]
 
 
-def _engines(acc: Accelerator, r: Recipe, registry: EngineRegistry, names: tuple[str, ...] | None
-             ) -> list[EngineProfile] | str:
+def _engines(acc: Accelerator, r: Recipe, registry: EngineRegistry, names: tuple[str, ...] | None,
+             kv_dtype: str | None) -> list[EngineProfile] | str:
     """Engines that run recipe r on acc; a string says why none does (an incompatible pair is skipped)."""
     out, why = [], []
     for name in names or (None,):
         try:
-            out.append(registry.choose(name, r, acc))
+            out.append(registry.choose(name, r, acc, kv_dtype))
         except QfitError as exc:
             why.append(str(exc))
     return out or "; ".join(dict.fromkeys(why))
@@ -262,7 +262,7 @@ def search(model: LoadedModel, w: Workload, accelerators: list[Accelerator], rec
     pdata = _precision_data(model, recipes)
     for acc in accelerators:
         for pd in pdata:
-            engs = _engines(acc, pd.precision, engines, engine_names)
+            engs = _engines(acc, pd.precision, engines, engine_names, kv_dtype)
             if isinstance(engs, str):
                 res.skipped.append(f"{acc.short_name} {pd.precision.name}: {engs}")
                 continue
