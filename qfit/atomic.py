@@ -22,6 +22,7 @@ def temp_sibling(path: Path, suffix: str = "") -> Path:
 
 
 def refuse_existing(path: Path) -> None:
+    check_writable(path)
     if path.exists():
         raise QfitError(f"{path} exists; pass --force to overwrite")
 
@@ -57,10 +58,13 @@ def write_with(path: str | Path, writer: Callable[[Path], None], *, overwrite: b
                mkdir: bool = False) -> Path:
     """writer(tmp) fills a temporary sibling; it then replaces `path` in one rename (removed on any failure)."""
     path = Path(path)
+    if mkdir:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QfitError(f"cannot create folder {path.parent}: {exc.strerror or exc}") from None
     if not overwrite:
         refuse_existing(path)
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path, suffix)
     try:
         writer(tmp)

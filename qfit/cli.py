@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util  # find_spec: not guaranteed to be loaded by `import importlib` alone
+import os
+import signal
 import sys
 
 import click
@@ -56,6 +58,13 @@ class LazyGroup(click.Group):
         except QfitError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            # the file system refused a path the user gave (name too long, permission, not a directory ...): that is
+            # bad input, reported in one line like the rest, whichever command first touched the path
+            name = str(exc.filename or "")
+            name = name if len(name) <= 80 else name[:77] + "..."
+            click.echo(f"error: cannot use {name}: {exc.strerror or exc}", err=True)
+            ctx.exit(QfitError.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -65,8 +74,20 @@ def cli() -> None:
 
 
 def main() -> None:
+    # A shell starts background jobs with SIGINT ignored and children inherit it: qfit must still stop (and clean up)
+    # on Ctrl-C or `kill -INT`, so the default handler is restored.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        cli.main(prog_name="qfit")
-    except KeyboardInterrupt:
+        code = cli.main(prog_name="qfit", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit: library threads still running (GPTQModel's C++ workers) must not be torn down by interpreter
+        # shutdown, which aborts with "terminate called without an active exception"; the cleanup has already run.
+        os._exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

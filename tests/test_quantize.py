@@ -163,13 +163,13 @@ main()
 """
 
 
-def _start(model_dir, out, env_extra=None):
+def _start(model_dir, out, env_extra=None, sigint=signal.SIG_DFL):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    # A non-interactive shell starts background jobs with SIGINT ignored, and children inherit that: restore the
-    # default so the child reacts to SIGINT as it does under a terminal's Ctrl-C.
+    # A non-interactive shell starts background jobs with SIGINT ignored, and children inherit that: by default restore
+    # it so the child reacts to SIGINT as it does under a terminal's Ctrl-C (one test keeps it ignored on purpose).
     return subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "quantize", str(model_dir), str(out), "--method", "rtn",
                              "--group-size", "64"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def _wait_for_temp(proc, out, timeout=180):
@@ -182,6 +182,18 @@ def _wait_for_temp(proc, out, timeout=180):
             pytest.fail(f"run ended before it could be interrupted: {proc.communicate()}")
         time.sleep(0.05)
     pytest.fail("temp folder never appeared")
+
+
+def test_sigint_stops_a_run_started_with_sigint_ignored(smollm2_dir, tmp_path):
+    """Started as a shell's background job (SIGINT ignored), qfit still stops on SIGINT: exit 130, temp removed."""
+    out = tmp_path / "ckpt"
+    proc = _start(smollm2_dir, out, sigint=signal.SIG_IGN)
+    tmp = _wait_for_temp(proc, out)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err and b"terminate called" not in err
+    assert not out.exists() and not tmp.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])

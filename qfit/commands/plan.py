@@ -61,13 +61,13 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     """
     from qfit import api, resolve
 
-    n = parse_positive_int(gpus, "--gpus", maximum=4096) if gpus else None
+    n = parse_positive_int(gpus, "--gpus", maximum=4096) if gpus is not None else None
     batches = parse_int_list(batch, "--batch", maximum=1_000_000)
     if group_size is not None and (group_size == 0 or group_size < -1):
         raise QfitError(f"--group-size must be a positive integer or -1, got {group_size}")
-    lengths = dict(context=parse_tokens(context) if context else None,
-                   input_len=parse_tokens(input_len, "--input-len") if input_len else None,
-                   output_len=parse_tokens(output_len, "--output-len") if output_len else None)
+    lengths = dict(context=parse_tokens(context) if context is not None else None,
+                   input_len=parse_tokens(input_len, "--input-len") if input_len is not None else None,
+                   output_len=parse_tokens(output_len, "--output-len") if output_len is not None else None)
     survey_flags = {"--models": models, "--family": family, "--min-params": min_params, "--max-params": max_params,
                     "--moe/--dense": moe, "--top": top}
     if model is None:
@@ -87,7 +87,10 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     loaded = resolve.model(model)
     # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).
     ships_quantized = loaded.native_precision not in {"bf16", "fp16", "fp32"}
-    if len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized)):
+    single = len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized))
+    if plot:
+        _check_plot(plot, force, single, model)
+    if single:
         plans = api.plans(loaded, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None, batches=batches,
                           **kw)
         render = "plan" if len(plans) == 1 else "curve"
@@ -124,10 +127,10 @@ def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json) -> Non
     if gpu and "," in gpu:
         raise QfitError("without --model, --gpu names one accelerator (or auto)")
     result = api.survey(gpu, models=_model_list(flags["--models"]), family=flags["--family"],
-                        min_params=parse_count(flags["--min-params"]) if flags["--min-params"] else None,
-                        max_params=parse_count(flags["--max-params"]) if flags["--max-params"] else None,
+                        min_params=parse_count(flags["--min-params"]) if flags["--min-params"] is not None else None,
+                        max_params=parse_count(flags["--max-params"]) if flags["--max-params"] is not None else None,
                         moe=flags["--moe/--dense"], batch=batch, gpus=gpus, engine=engine, sort=sort,
-                        top=parse_positive_int(flags["--top"], "--top") if flags["--top"] else None, **lengths)
+                        top=parse_positive_int(flags["--top"], "--top") if flags["--top"] is not None else None, **lengths)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -136,11 +139,19 @@ def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json) -> Non
     report.print_survey(result)
 
 
+def _check_plot(path: str, force: bool, single: bool, model: str) -> None:
+    """Before any planning: one configuration to draw, a writable place that is not the model, --force to replace."""
+    from qfit.atomic import check_writable, refuse_existing, refuse_overlap
+
+    if not single:
+        raise QfitError("--plot draws one configuration: give one --gpu and one --precision")
+    refuse_overlap(Path(path), [model])
+    check_writable(Path(path)) if force else refuse_existing(Path(path))
+
+
 def _plot(plans, path: str, force: bool, quiet: bool) -> None:
     from qfit.plot import plot_plans
 
-    if len({(p.accelerator.key, p.precision.name) for p in plans}) > 1:
-        raise QfitError("--plot draws one configuration: give one --gpu and one --precision")
     plot_plans(plans, path, force=force)
     if not quiet:
         click.echo(f"wrote {path}")

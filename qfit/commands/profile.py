@@ -81,18 +81,18 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         model=model, baseline=baseline, device=device, backend=backend_name(backend), dtype=dtype,
         evals=parse_evals(evals or ("ppl,kl,piqa,mmlu" if baseline else "ppl,piqa,mmlu"), baseline is not None), text=text,
         ppl_tokens=parse_tokens(ppl_tokens, "--ppl-tokens"), ppl_window=parse_tokens(ppl_window, "--ppl-window"),
-        ppl_stride=parse_tokens(ppl_stride, "--ppl-stride") if ppl_stride else None, bos=bos,
+        ppl_stride=parse_tokens(ppl_stride, "--ppl-stride") if ppl_stride is not None else None, bos=bos,
         limit=parse_positive_int(limit, "--limit"), input_lens=parse_int_list(input_lens, "--input-lens", 1 << 20),
         batches=parse_int_list(batches, "--batch", 4096), output_tokens=parse_positive_int(output_tokens, "--output-tokens"),
         trials=parse_positive_int(trials, "--trials", 1000), warmup=int(warmup) if str(warmup) == "0"
         else parse_positive_int(warmup, "--warmup", 1000), threads=parse_positive_int(threads, "--threads", 1024)
-        if threads else None, speed=not no_speed, tensor_parallel=parse_positive_int(tensor_parallel, "--tensor-parallel", 64),
+        if threads is not None else None, speed=not no_speed, tensor_parallel=parse_positive_int(tensor_parallel, "--tensor-parallel", 64),
         trust_remote_code=trust_remote_code)
     if opts.speed and opts.output_tokens < 2:
         raise QfitError("--output-tokens must be at least 2 (TPOT needs a second token)")
     if opts.baseline is None and not opts.evals and not opts.speed:
         raise QfitError("nothing to do: --eval none and --no-speed")
-    _check_paths(opts)
+    _check_paths(opts, out, force, plot)
     from qfit.profile.report import render_rich, validate, write_outputs
     from qfit.profile.run import run_profile
 
@@ -108,9 +108,22 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         render_rich(result, Console() if sys.stdout.isatty() else Console(width=160))
 
 
-def _check_paths(opts) -> None:
-    """Missing local paths fail in one line before any heavy import (hub ids are left to the loader)."""
+def _check_paths(opts, out: str | None, force: bool, plot: bool) -> None:
+    """Missing local paths fail in one line before any heavy import (hub ids are left to the loader); --out is checked
+    before the run (writable, not inside a model, nothing overwritten without --force), not after an hour of it."""
+    from qfit.atomic import check_writable, refuse_existing, refuse_overlap
     from qfit.errors import QfitError
     for role, ref in (("model", opts.model), ("baseline", opts.baseline)):
         if ref and (ref.startswith((".", "/", "~")) or ref.endswith(".gguf")) and not Path(ref).expanduser().exists():
             raise QfitError(f"{role} {ref} does not exist")
+    if out is None:
+        return
+    folder = Path(out).expanduser()
+    refuse_overlap(folder, [opts.model] + ([opts.baseline] if opts.baseline else []))
+    if folder.exists() and not folder.is_dir():
+        raise QfitError(f"--out {out} is a file, not a folder")
+    check_writable(folder / "profile.json") if folder.is_dir() else check_writable(folder)
+    if folder.is_dir() and not force:
+        names = ["profile.json", "profile.md"] + (["retained_accuracy.png", "decode_vs_batch.png"] if plot else [])
+        for name in names:
+            refuse_existing(folder / name)

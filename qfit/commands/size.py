@@ -58,21 +58,22 @@ def size(model, context, concurrency, rps, input_tokens, output_tokens, min_toke
 
     if as_json and as_csv:
         raise QfitError("choose one of --json and --csv")
-    if plot and not force:
-        from qfit.atomic import refuse_existing
+    if plot:
+        from qfit.atomic import check_writable, refuse_existing, refuse_overlap
 
-        refuse_existing(Path(plot))
+        refuse_overlap(Path(plot), [model])
+        check_writable(Path(plot)) if force else refuse_existing(Path(plot))
     w = Workload(
         context=parse_tokens(context), batch=_concurrency(concurrency),
-        rps=parse_float(rps, "--rps") if rps else None,
-        input_tokens=parse_tokens(input_tokens, "--input-tokens") if input_tokens else None,
-        output_tokens=parse_tokens(output_tokens, "--output-tokens") if output_tokens else None,
-        min_tokens_per_s=parse_float(min_tokens_per_s, "--min-tokens-per-s") if min_tokens_per_s else None,
-        max_ttft_s=parse_seconds(max_ttft) if max_ttft else None)
+        rps=parse_float(rps, "--rps") if rps is not None else None,
+        input_tokens=parse_tokens(input_tokens, "--input-tokens") if input_tokens is not None else None,
+        output_tokens=parse_tokens(output_tokens, "--output-tokens") if output_tokens is not None else None,
+        min_tokens_per_s=parse_float(min_tokens_per_s, "--min-tokens-per-s") if min_tokens_per_s is not None else None,
+        max_ttft_s=parse_seconds(max_ttft) if max_ttft is not None else None)
     costs = CostParams(hours_per_month=parse_float(hours_per_month, "--hours-per-month"),
                        months=parse_positive_int(months, "--months", maximum=600),
                        power_usd_per_kwh=parse_float(power_cost, "--power-cost", allow_zero=True),
-                       prices=load_prices(prices) if prices else None)
+                       prices=load_prices(prices) if prices is not None else None)
     if costs.hours_per_month > 744:
         raise QfitError(f"--hours-per-month {hours_per_month} exceeds the 744 hours of a 31-day month")
     total = parse_positive_int(max_gpus, "--max-gpus", maximum=4096)

@@ -138,7 +138,13 @@ LMEVAL_PREFIX = "lmeval:"
 def resolve_task_name(name: str) -> str:
     key = name.strip().lower()
     key = ALIASES.get(key, key)
-    if key in TASKS or key.startswith(LMEVAL_PREFIX):
+    if key in TASKS:
+        return key
+    if key.startswith(LMEVAL_PREFIX):
+        task = key[len(LMEVAL_PREFIX):]
+        if not task or not all(c.isalnum() or c in "_-." for c in task):
+            raise QfitError(f"lm-evaluation-harness task {name!r}: expected {LMEVAL_PREFIX}<task>, e.g. "
+                            f"{LMEVAL_PREFIX}arc_easy")
         return key
     raise QfitError(f"unknown task {name!r}: offline tasks are {', '.join(TASKS)}; "
                     f"lm-evaluation-harness tasks are named {LMEVAL_PREFIX}<task>")

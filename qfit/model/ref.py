@@ -49,6 +49,8 @@ def model_ref(text: str | Path) -> ModelRef:
     if not text:
         raise QfitError("--model is empty")
     path = Path(text).expanduser()
+    if len(path.name.encode()) > 255:
+        raise QfitError(f"model {text[:40]}...: a file name longer than 255 bytes is no model")
     if path.exists():
         if path.is_dir():
             return ModelRef("folder", str(path))

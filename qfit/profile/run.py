@@ -145,12 +145,26 @@ def _device(model, threads) -> dict:
     return {"kind": model.device, "name": name, "threads": threads}
 
 
+def check_positions(opts: ProfileOptions, info) -> None:
+    """Windows and prompts must fit the positions the model was loaded with: beyond them a model scores garbage."""
+    limit = info.max_positions
+    if not limit:
+        return
+    longest = max(opts.input_lens) + opts.output_tokens if opts.speed else 0
+    if ("ppl" in opts.evals or "kl" in opts.evals) and opts.ppl_window > limit:
+        raise QfitError(f"--ppl-window {opts.ppl_window:,} exceeds the {limit:,} positions of {info.path}")
+    if longest > limit:
+        raise QfitError(f"--input-lens up to {max(opts.input_lens):,} + --output-tokens {opts.output_tokens} = "
+                        f"{longest:,} exceed the {limit:,} positions of {info.path}")
+
+
 def run_profile(opts: ProfileOptions, progress: Callable) -> dict:
     """Speed first with MODEL alone (so peak memory is MODEL's), then BASE is loaded for the paired quality runs."""
     from qfit import __version__
     from qfit.profile.predict import compare
     from qfit.profile.report import SCHEMA, git_commit, host_info, library_versions
     model = _open(opts, opts.model)
+    check_positions(opts, model.info)
     prediction = _predict(opts, model)
     speed = _speed(opts, model, prediction, progress) if opts.speed else None
     base = _open(opts, opts.baseline) if opts.baseline and opts.evals else None

@@ -78,6 +78,20 @@ def _rows_from_csv(text: str, path: Path) -> list[dict]:
     return rows
 
 
+def _date(value, where: str) -> str | None:
+    """An ISO date (2026-11-29) or a month (2026-11); prices without a checkable date are refused."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", "%Y-%m"):
+        try:
+            _dt.datetime.strptime(text, fmt)
+            return text
+        except ValueError:
+            continue
+    raise QfitError(f"{where}: date {text!r:.40} is not YYYY-MM-DD or YYYY-MM")
+
+
 def parse_price_rows(rows: list, path: Path, default_date: str) -> PriceBook:
     rent: dict[str, Price] = {}
     purchase: dict[str, Price] = {}
@@ -104,7 +118,9 @@ def parse_price_rows(rows: list, path: Path, default_date: str) -> PriceBook:
         if hour is None and buy is None:
             raise QfitError(f"{where}: {name} has neither usd_per_hour nor list_usd")
         source = str(row.get("source") or f"--prices {path.name}").strip()
-        date = str(row.get("date") or default_date).strip()
+        if len(source) > 500 or len(name) > 200:
+            raise QfitError(f"{where}: a field is longer than a price row needs (name <= 200, source <= 500 characters)")
+        date = _date(row.get("date"), where) or default_date
         if hour is not None:
             rent[acc.key] = Price(hour, source, date)
         if buy is not None:
@@ -115,7 +131,11 @@ def parse_price_rows(rows: list, path: Path, default_date: str) -> PriceBook:
 def load_prices(path: str | Path) -> PriceBook:
     """Read a YAML (.yaml/.yml) or CSV price file; undated rows get the file's modification date."""
     p = Path(path)
+    if p.is_dir():
+        raise QfitError(f"price file {p} is a folder")
     try:
+        if p.stat().st_size > 10 * 2**20:
+            raise QfitError(f"price file {p} is larger than 10 MB: not a price list")
         text = p.read_text(encoding="utf-8")
         mtime = p.stat().st_mtime
     except OSError as exc:

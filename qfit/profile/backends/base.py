@@ -25,6 +25,7 @@ class ModelInfo:
     layers: int | None = None
     vocab: int | None = None
     extra: dict = field(default_factory=dict)
+    max_positions: int | None = None   # the longest sequence the loaded model takes (config or the engine's context)
 
     def to_dict(self) -> dict:
         return asdict(self)

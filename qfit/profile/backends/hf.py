@@ -69,6 +69,7 @@ def model_info(folder, model, dtype: str) -> ModelInfo:
     return ModelInfo(path=str(folder), precision=precision_of(model.config, dtype), dtype=_DTYPES[dtype],
                      params=params, weight_bytes=weight_bytes, decode_read_bytes=decode_read, kv_bytes_per_token=kv,
                      layers=layers, vocab=getattr(cfg, "vocab_size", None),
+                     max_positions=getattr(cfg, "max_position_embeddings", None),
                      extra={"tied_embeddings": tied, "architecture": (model.config.architectures or ["?"])[0],
                             "quantization_config": _qc_dict(model.config)})
 

@@ -32,7 +32,8 @@ class LlamaCppBackend(Backend):
         size = path.stat().st_size
         self.info = ModelInfo(path=str(path), precision=_gguf_precision(path), dtype="gguf", params=None,
                               weight_bytes=size, decode_read_bytes=size, kv_bytes_per_token=None,
-                              vocab=self.llm.n_vocab(), extra={"n_ctx": n_ctx, "n_gpu_layers": gpu_layers})
+                              vocab=self.llm.n_vocab(), extra={"n_ctx": n_ctx, "n_gpu_layers": gpu_layers},
+                              max_positions=n_ctx)
         self._seed = seed
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
