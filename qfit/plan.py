@@ -119,9 +119,11 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
         out.append(f"WARNING: context {context:,} exceeds the model's max_position_embeddings "
                    f"({dep.model.spec.max_position_embeddings:,}): the memory is computed, but the model was not "
                    "trained for it")
-    if dep.gpus > dep.acc.interconnect.max_gpus and e.tensor_parallel:
-        out.append(f"{dep.gpus} GPUs exceed one {dep.acc.name} scale-up domain ({dep.acc.interconnect.max_gpus}): "
-                   "tensor parallel would cross nodes")
+    node = dep.acc.tp_limit(e.policy.gpus_per_node)
+    if dep.gpus > node:
+        out.append(f"WARNING: {dep.gpus} GPUs exceed one node ({node} x {dep.acc.short_name}, the limit `qfit size` "
+                   "also applies): the split would cross nodes over the network (engines use pipeline parallel or "
+                   "llama.cpp RPC there), which this estimate does not model")
     return out
 
 

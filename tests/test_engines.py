@@ -42,6 +42,8 @@ def test_unknown_engine_suggests():
 @pytest.mark.parametrize("gpu,precision,engine", [
     ("h100", "bf16", "vllm"), ("mi300x", "gptq-int4", "vllm"), ("h100", "gguf-q4_k_m", "llama.cpp"),
     ("M3 Max", "bf16", "transformers"), ("M3 Max", "gguf-q4_k_m", "llama.cpp"), ("gaudi3", "fp8", "vllm"),
+    ("v100", "fp16", "vllm"), ("t4", "gptq-int4", "vllm"),
+    ("p100", "gptq-int4", "transformers"),     # vLLM and SGLang refuse Pascal: the next engine that runs GPTQ there
 ])
 def test_default_engine_per_device_and_weights(gpu, precision, engine):
     assert ENGINES.choose(None, parse_recipe(precision), resolve.accelerator(gpu)).name == engine
@@ -52,8 +54,19 @@ def test_default_engine_per_device_and_weights(gpu, precision, engine):
     ("vllm", "h100", "gguf-q4_k_m", "runs there on llama.cpp"),
     (None, "M3 Max", "gptq-int4", "no engine runs gptq-int4"),
     ("sglang", "M3 Max", "bf16", "does not run on"),
+    # device_support (policy.yaml): hardware the kernels need
+    (None, "v100", "bf16", r"V100 SXM2 16GB \(volta\) cannot run bf16: .*use fp16"),
+    (None, "t4", "bf16", r"T4 \(turing\) cannot run bf16"),
+    (None, "t4", "fp8", r"T4 \(turing\) cannot run fp8: FP8 checkpoints need"),
+    (None, "rtx a6000", "fp8-dynamic", None),   # Ampere runs FP8 weight-only (Marlin): no error
+    ("vllm", "p100", "gptq-int4", r"vllm does not run on Tesla P100 .*compute capability 7.0.*engines that do: "
+                                  r"llama.cpp, transformers"),
+    ("sglang", "v100", "fp16", "SGLang's attention kernels"),
 ])
 def test_engines_refuse_what_they_do_not_run(engine, gpu, precision, needle):
+    if needle is None:
+        ENGINES.choose(engine, parse_recipe(precision), resolve.accelerator(gpu))
+        return
     with pytest.raises(QfitError, match=needle):
         ENGINES.choose(engine, parse_recipe(precision), resolve.accelerator(gpu))
 
@@ -97,6 +110,8 @@ def test_every_shipped_profile_is_valid():
     (lambda d: d["memory"].update(memory_fraction=1.5), "memory_fraction"),
     (lambda d: d.pop("speed"), "missing field 'speed'"),
     (lambda d: d.update(name="vllm2"), "does not match the file name"),
+    (lambda d: d.update(unsupported_families={"pascal": ""}), "unsupported_families"),
+    (lambda d: d.update(unsupported_families=["pascal"]), "unsupported_families"),
 ])
 def test_broken_profiles_are_refused_by_field(change, needle):
     data = copy.deepcopy(_record("vllm"))

@@ -189,19 +189,31 @@ def test_price_override_changes_the_winner(qwen7, tmp_path):
 
 
 def test_explanations_name_the_binding_constraint(llama70):
+    # nodes of 2 GPUs: A40 and RTX 3090 cannot hold 131 GiB of BF16 weights in one tensor-parallel group
     r = size(llama70, Workload(context=8192, batch=16, min_tokens_per_s=25), precisions=("bf16",),
-             gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], with_performance=False)
+             gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], max_gpus_per_node=2, with_performance=False)
     why = {d["accelerator"]: d for d in r.cheaper_failed}
-    assert r.chosen.acc.key == "rtx-4090"
-    # A40 and RTX 3090 pair over an NVLink bridge (2 GPUs per TP group): 131 GiB of BF16 weights cannot fit in 2
     a40 = why["A40"]
     assert a40["constraint"] == "memory" and "2 GPU(s)/replica" in a40["detail"] and a40["shortfall"] > 1.5
     assert why["RTX 3090"]["constraint"] == "memory" and why["RTX 3090"]["shortfall"] > a40["shortfall"]
+    assert r.chosen.acc.key == "h100-sxm" and r.chosen.tp == 2
+
+
+def test_pcie_cards_pair_beyond_their_bridge_within_a_node(llama70):
+    """One rule for plan and size: RTX 3090 / A40 go past their NVLink-bridge pairs over PCIe, up to the node."""
+    r = size(llama70, Workload(context=8192, batch=16, min_tokens_per_s=25), precisions=("bf16",),
+             gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], with_performance=False)
+    why = {d["accelerator"]: d for d in r.cheaper_failed}
+    assert r.chosen.acc.key == "rtx-3090" and r.chosen.tp == 8
+    assert why["A40"]["constraint"] == "cost" and "(3x8)" in why["A40"]["detail"]
     # L4 holds it at TP 8 but is too slow per user even with 8 replicas
     assert why["L4"]["constraint"] == "speed" and "tok/s per user < 25" in why["L4"]["detail"]
-    # H100 is cheaper per GPU-hour but needs more of them
+    # H100 is cheaper per GPU-hour than the chosen hour but needs more money in all
     assert why["H100 SXM"]["constraint"] == "cost"
     assert r.chosen.headroom(r.workload)["speed_x"] >= 1
+    est = r.chosen.speed.estimate(batch=8, input_len=512, context=8192)
+    assert any("8 GPUs exceed the nvlink3-bridge domain of 2: tensor parallel runs over PCIe 4.0 x16 at 31.5 GB/s" in a
+               for a in est.assumptions)
 
 
 # --------------------------------------------------------------------------------------------------- price files
@@ -318,3 +330,41 @@ def test_cli_json_csv_and_plot(tmp_path):
     p = run(*common, "--plot", str(png))
     assert p.exit_code == 0 and png.stat().st_size > 1000 and "CHOSEN" in p.stdout
     _one_line_error(run(*common, "--plot", str(png)), "exists; pass --force")
+
+
+@pytest.mark.parametrize("gpu", ["rtx a6000", "rtx 3090", "h100 sxm", "l4", "M4 Max (40-core GPU)"])
+@pytest.mark.parametrize("precision", ["bf16", "gptq-int4", "gguf-q4_k_m"])
+def test_plan_and_size_agree_on_every_tensor_parallel_count(llama70, gpu, precision):
+    """The TP table: size evaluates exactly the counts plan accepts without a cross-node warning, and for each the
+    memory verdicts agree (one Deployment formula, one Accelerator.tp_limit rule)."""
+    acc = get_accelerator(gpu)
+    res = search(llama70, Workload(context=8192, batch=1), [acc], precisions=(precision,), max_total_gpus=8)
+    fits = {o.tp for o in res.options}
+    short = {f.tp for f in res.failures if f.constraint == "memory"}
+    assert not fits & short
+    for tp in range(1, 9):
+        try:
+            p = plan(llama70, gpu=acc, gpus=tp, precision=precision, context=8192, with_performance=False)
+        except QfitError:               # no engine runs it there: size skips the pair too
+            assert not fits | short and res.skipped
+            continue
+        crosses = any("exceed one node" in a for a in p.assumptions)
+        splits = "do not split" not in p.reason
+        assert (tp in fits | short) == (not crosses and splits), (gpu, precision, tp, p.reason)
+        if tp in fits | short:
+            assert (tp in fits) == p.fits, (gpu, precision, tp, p.reason)
+
+
+def test_size_offers_fp16_where_a_gpu_has_no_bf16(qwen7):
+    """V100/T4 have no bf16: size offers fp16 there (what engines load a bf16 model as) and never fp8."""
+    res = search(qwen7, Workload(context=8192, batch=4), [get_accelerator("v100 sxm2 32gb"), get_accelerator("t4"),
+                                                          get_accelerator("a100")],
+                 precisions=("bf16", "fp8", "gptq-int4"))
+    shown = {(o.acc.key, o.precision.name) for o in res.options} | {(f.acc.key, f.precision) for f in res.failures}
+    old = {"v100-sxm2-32gb", "t4"}
+    assert {p for a, p in shown if a in old} <= {"fp16", "gptq-int4"} and ("v100-sxm2-32gb", "fp16") in shown
+    assert ("a100-80gb-sxm4", "bf16") in shown or ("a100-40gb-sxm4", "bf16") in shown
+    assert any("t4" in s.lower() and "fp8" in s for s in res.skipped)
+    both = search(qwen7, Workload(context=8192, batch=4), [get_accelerator("t4")], precisions=("bf16", "fp16"))
+    rows = [(o.tp, o.replicas) for o in both.options]
+    assert {o.precision.name for o in both.options} == {"fp16"} and len(rows) == len(set(rows))  # no duplicate

@@ -12,6 +12,7 @@ from qfit.engines.profile import (
     BACKENDS,
     FAMILIES,
     MULTI_GPU,
+    DeviceNeed,
     EngineProfile,
     Extrapolation,
     Overlay,
@@ -45,6 +46,9 @@ def validate_profile(data: dict, stem: str) -> list[str]:
     out += [f"default_on: {b!r} is not in runs" for b in data["default_on"] if b not in runs]
     out += [f"kv_dtypes: unknown KV dtype {k!r}" for k in data["kv_dtypes"] or [] if k not in KV_DTYPES]
     out += [f"memory.runtime_overhead_gib has no figure for {b!r}, which runs lists" for b in runs if b not in overhead]
+    unsupported = data.get("unsupported_families") or {}
+    if not isinstance(unsupported, dict) or not all(isinstance(v, str) and v for v in unsupported.values()):
+        out.append("unsupported_families must map device families to the reason")
     frac = data["memory"].get("memory_fraction")
     if frac is not None and not 0 < frac <= 1:
         out.append("memory.memory_fraction must be in (0, 1] or null")
@@ -95,9 +99,12 @@ def _policy() -> Policy:
     rules = tuple(Extrapolation(r["when"], float(r["factor"]), str(r["why"]), r.get("value"))
                   for r in s["extrapolation"])
     band = p["memory_band"]
+    needs = tuple(DeviceNeed(str(n["precision"]), frozenset(n["lacking"]), " ".join(str(n["why"]).split()),
+                             n.get("instead")) for n in p.get("device_support") or ())
     return Policy(float(band["pct"]), str(band["basis"]).strip(), float(s["transfer_floor_pct"]),
                   str(s["transfer_floor_basis"]), float(s["borrowed_backend_band_multiplier"]), rules,
-                  float(s["pcie_fallback_gbps"]))
+                  float(s["pcie_fallback_gbps"]), {int(k): float(v) for k, v in s["pcie_gbps_per_lane"].items()},
+                  int(p["topology"]["gpus_per_node"]), needs)
 
 
 def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
@@ -117,7 +124,7 @@ def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
         speed=entries, speed_default_backend=speed["default_backend"],
         prefill_chunk_tokens=int(speed.get("prefill_chunk_tokens", 0)),
         allreduce_latency_us={k: float(v) for k, v in speed["allreduce_latency_us"].items()}, policy=policy,
-        sources=d.get("sources") or {})
+        sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}))
 
 
 @lru_cache(maxsize=4)

@@ -46,6 +46,33 @@ class Policy:
     borrowed_band_multiplier: float
     extrapolation: tuple[Extrapolation, ...]
     pcie_fallback_gbps: float
+    pcie_gbps_per_lane: dict[int, float]
+    gpus_per_node: int
+    device_support: tuple[DeviceNeed, ...] = ()
+
+    def device_need(self, precision: str, acc) -> DeviceNeed | None:
+        """The rule that keeps `precision` off `acc`, if any."""
+        from fnmatch import fnmatchcase
+
+        return next((n for n in self.device_support
+                     if acc.family in n.lacking and fnmatchcase(precision, n.precision)), None)
+
+    def pcie_gbps(self, acc) -> tuple[float, str]:
+        """A card's PCIe link per direction and how it is known (its generation x lanes, or the Gen4 x16 fallback)."""
+        if acc.pcie_gen in self.pcie_gbps_per_lane and acc.pcie_lanes:
+            return (self.pcie_gbps_per_lane[acc.pcie_gen] * acc.pcie_lanes,
+                    f"PCIe {acc.pcie_gen}.0 x{acc.pcie_lanes}")
+        return self.pcie_fallback_gbps, "PCIe (4.0 x16 assumed)"
+
+
+@dataclass(frozen=True)
+class DeviceNeed:
+    """A precision (glob) that device families lacking a hardware feature cannot run; `instead` stands in for it."""
+
+    precision: str
+    lacking: frozenset[str]
+    why: str
+    instead: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,7 @@ class EngineProfile:
     overlays: dict[str, Overlay] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     note: str | None = None                     # set when the user's name was mapped to this engine
+    unsupported_families: dict[str, str] = field(default_factory=dict)   # device family -> why the engine cannot
     _efficiency: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -35,8 +35,10 @@ class EngineRegistry:
         hint = f"; did you mean: {', '.join(close)}?" if close else ""
         raise QfitError(f"unknown engine {name!r} (known: {', '.join(self.engines)}){hint}")
 
-    def runners(self, family: str, backend: str) -> list[str]:
-        return [e.name for e in self.engines.values() if family in e.runs.get(backend, ())]
+    def runners(self, family: str, acc) -> list[str]:
+        """Engines that load this weight family on this device (its backend, and not a family they refuse)."""
+        return [e.name for e in self.engines.values()
+                if family in e.runs.get(acc.backend, ()) and acc.family not in e.unsupported_families]
 
     def check_kv(self, engine: EngineProfile, kv_dtype: str | None) -> None:
         """QfitError unless `engine` can store its KV cache as `kv_dtype` (None: the recipe's default)."""
@@ -55,11 +57,20 @@ class EngineRegistry:
             where = [e.name for e in self.engines.values() if e.runs_on(backend)]
             raise QfitError(f"engine {engine.name} does not run on {acc.short_name} ({backend}); "
                             f"engines that do: {', '.join(where)}")
+        if acc.family in engine.unsupported_families:
+            where = [e.name for e in self.engines.values()
+                     if e.runs_on(backend) and acc.family not in e.unsupported_families]
+            raise QfitError(f"{engine.name} does not run on {acc.short_name}: {engine.unsupported_families[acc.family]}"
+                            + (f"; engines that do: {', '.join(where)}" if where else ""))
+        need = self.policy.device_need(recipe.name, acc)
+        if need is not None:
+            raise QfitError(f"{acc.short_name} ({acc.family}) cannot run {recipe.name}: {need.why}"
+                            + (f"; use {need.instead}" if need.instead else ""))
         families = engine.runs[backend]
         if recipe.family in families:
             return
         can = ", ".join(FAMILY_LABELS[f] for f in sorted(families))
-        others = self.runners(recipe.family, backend)
+        others = self.runners(recipe.family, acc)
         alt = (f"; {recipe.name} runs there on {', '.join(others)} (--engine)" if others
                else f"; nothing qfit knows runs {recipe.name} on {backend}")
         raise QfitError(f"{engine.name} runs {can} weights on {acc.short_name} ({backend}), not {recipe.name}{alt}")
@@ -70,11 +81,14 @@ class EngineRegistry:
         if name:
             engine = self.get(name)
         else:
-            picks = [e for e in self.engines.values()
-                     if acc.backend in e.default_on and recipe.family in e.runs.get(acc.backend, ())]
+            able = self.runners(recipe.family, acc)
+            # the device's default engine for these weights; where it refuses the device (vLLM on Pascal), another
+            # engine that runs them there
+            picks = [self.engines[n] for n in able if acc.backend in self.engines[n].default_on] or [
+                self.engines[n] for n in able]
             if not picks:
-                runs = [f"{FAMILY_LABELS[f]} ({', '.join(self.runners(f, acc.backend))})" for f in FAMILY_LABELS
-                        if self.runners(f, acc.backend)]
+                runs = [f"{FAMILY_LABELS[f]} ({', '.join(self.runners(f, acc))})" for f in FAMILY_LABELS
+                        if self.runners(f, acc)]
                 raise QfitError(f"no engine runs {recipe.name} weights on {acc.short_name} ({acc.backend}); "
                                 f"there: {'; '.join(runs) or 'nothing'}")
             engine = picks[0]

@@ -92,6 +92,19 @@ class Accelerator:
         return self.name
 
     @property
+    def pcie_attached(self) -> bool:
+        """A card in a PCIe slot: a host can hold several beside each other whatever its bridge or NVLink joins."""
+        return self.pcie_gen is not None and "pcie" in (self.form_factor or "").lower()
+
+    def tp_limit(self, gpus_per_node: int) -> int:
+        """The largest tensor-parallel group of this device in one node (the rule plan and size share). PCIe cards go
+        up to the node's GPU count: past their scale-up domain (e.g. NVLink-bridge pairs) TP runs over PCIe, which
+        works, only slower. Modules without a PCIe slot (SXM boards, SoCs, Macs) stop at their interconnect domain."""
+        if self.pcie_attached:
+            return gpus_per_node
+        return min(gpus_per_node, self.interconnect.max_gpus)
+
+    @property
     def capacity_bytes(self) -> int:
         return int(self.memory_gib * 2**30)
 

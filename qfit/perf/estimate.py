@@ -41,15 +41,26 @@ def device_view(acc: Accelerator, precision: str, gpus: int, eff: Efficiency) ->
         notes.append(f"{acc.name} has no compute figure in its profile: the compute roofline is left out, so "
                      "prefill/TTFT and large-batch figures are optimistic")
         peak = 0.0
-    kind = (acc.interconnect.kind or "pcie").lower()
-    link = float(acc.interconnect.bandwidth_gbps or 0)
-    fallback = eff.policy.pcie_fallback_gbps
-    if gpus > 1 and (not link or kind in ("none", "pcie")):
-        kind, link = "pcie", link or fallback
-        notes.append(f"GPU-to-GPU traffic over PCIe at {link:g} GB/s per direction")
-    elif gpus > 1:
-        notes.append(f"GPU-to-GPU traffic over {kind} at {link:g} GB/s (profile figure)")
-    return Device(float(acc.bandwidth_gbps), peak, kind, link or fallback, gpus), notes
+    kind, link, link_notes = _link(acc, gpus, eff.policy)
+    return Device(float(acc.bandwidth_gbps), peak, kind, link, gpus), notes + link_notes
+
+
+def _link(acc: Accelerator, gpus: int, policy) -> tuple[str, float, list[str]]:
+    """The GPU-to-GPU link tensor parallel uses: the device's scale-up link within its domain, PCIe past it (the
+    rule `Accelerator.tp_limit` states: a PCIe card can join others of its node beyond its NVLink bridge pair)."""
+    ic = acc.interconnect
+    kind = ic.kind.lower()
+    if gpus <= 1:
+        return "none", policy.pcie_fallback_gbps, []
+    if gpus <= ic.max_gpus and ic.bandwidth_gbps and kind != "none":
+        family = "nvlink" if kind.startswith("nvlink") else "pcie" if kind.startswith("pcie") else kind
+        return family, float(ic.bandwidth_gbps), [f"GPU-to-GPU traffic over {ic.kind} at {ic.bandwidth_gbps:g} GB/s "
+                                                  "per direction (profile figure)"]
+    gbps, how = policy.pcie_gbps(acc)
+    if gpus > ic.max_gpus and kind != "none":
+        return "pcie", gbps, [f"{gpus} GPUs exceed the {ic.kind} domain of {ic.max_gpus}: tensor parallel runs over "
+                              f"{how} at {gbps:.3g} GB/s per direction (works, only slower)"]
+    return "pcie", gbps, [f"GPU-to-GPU traffic over {how} at {gbps:.3g} GB/s per direction"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from qfit.memory import GIB
 from qfit.model.params import tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import PerfEstimate
-from qfit.precision import Recipe, WeightBytes
+from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.quality import Quality, QualityTable
 from qfit.size.cost import Cost, CostParams, cost_of
 from qfit.size.speed import ReplicaSpeed, SpeedInputs
@@ -141,8 +141,22 @@ def _precision_data(model: LoadedModel, recipes: tuple[Recipe, ...]) -> list[_Pr
     return out
 
 
+def _stand_in(model: LoadedModel, pd: _PrecisionData, acc: Accelerator, engines: EngineRegistry,
+              requested: set[str], cache: dict[str, _PrecisionData]) -> _PrecisionData | None:
+    """bf16 on a GPU without bf16 (V100, T4) is offered as fp16, which engines load it as (policy `device_support`);
+    None when that stand-in was asked for anyway (no duplicate rows)."""
+    need = engines.policy.device_need(pd.precision.name, acc)
+    if need is None or not need.instead:
+        return pd
+    if need.instead in requested:
+        return None
+    if need.instead not in cache:
+        cache[need.instead] = _precision_data(model, (parse_recipe(need.instead),))[0]
+    return cache[need.instead]
+
+
 def _tp_counts(model: LoadedModel, acc: Accelerator, eng: EngineProfile, per_node: int, total: int) -> list[int]:
-    limit = min(per_node, acc.interconnect.max_gpus, total)
+    limit = min(acc.tp_limit(per_node), total)   # the same rule plan states (PCIe past NVLink-bridge pairs)
     return [t for t in range(1, limit + 1) if tp_problem(model.spec, eng, t) is None]
 
 
@@ -260,8 +274,10 @@ def search(model: LoadedModel, w: Workload, accelerators: list[Accelerator], rec
     """Every accelerator x recipe x engine x TP shape, each with its fewest replicas that meet the workload."""
     res = SearchResult([], [])
     pdata = _precision_data(model, recipes)
+    stand_ins: dict[str, _PrecisionData] = {}
+    requested = {r.name for r in recipes}
     for acc in accelerators:
-        for pd in pdata:
+        for pd in filter(None, (_stand_in(model, p, acc, engines, requested, stand_ins) for p in pdata)):
             engs = _engines(acc, pd.precision, engines, engine_names, kv_dtype)
             if isinstance(engs, str):
                 res.skipped.append(f"{acc.short_name} {pd.precision.name}: {engs}")
