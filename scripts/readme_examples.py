@@ -25,7 +25,7 @@ def run(command: str) -> str:
                               "HOME": str(Path.home()), "COLUMNS": "160"})
     if out.returncode != 0:
         raise SystemExit(f"{command!r} failed: {out.stderr.strip()}")
-    return out.stdout
+    return "\n".join(line.rstrip() for line in out.stdout.splitlines())   # rich pads wrapped lines with a space
 
 
 def main() -> int:

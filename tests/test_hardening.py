@@ -69,7 +69,7 @@ NUMERIC_FLAGS = [
     ("plan", ["-m", "llama-3-8b", "--gpu", "a6000", "-p", "bf16"], ["--context", "--batch", "--gpus", "--input-len",
                                                                      "--output-len"]),
     ("plan", ["--gpu", "a6000"], ["--top", "--min-params", "--max-params"]),
-    ("size", ["-m", "llama-3-8b", "-u", "4", "--input-tokens", "1k", "--output-tokens", "1k"],
+    ("size", ["-m", "llama-3-8b", "-u", "4", "--input-len", "1k", "--output-len", "1k"],
      ["--rps", "--min-tokens-per-s", "--max-ttft", "--hours-per-month", "--months", "--max-gpus", "--top"]),
     ("profile", ["x"], ["--ppl-tokens", "--ppl-window", "--limit", "--trials", "--threads", "--tensor-parallel",
                         "--input-lens", "--batch", "--output-tokens"]),
@@ -380,7 +380,7 @@ VALUES = ["", "0", "-3", "1", "7", "1.5", "32k", "1m", "9" * 60, "nan", "abc", "
 FLAGS = {
     "plan": ["-m", "--gpu", "--gpus", "-p", "--group-size", "--context", "--batch", "--input-len", "--output-len",
              "--engine", "--kv-dtype", "--models", "--family", "--min-params", "--max-params", "--sort", "--top"],
-    "size": ["--context", "--rps", "--input-tokens", "--output-tokens", "--min-tokens-per-s", "--max-ttft", "-p",
+    "size": ["--context", "--rps", "--input-len", "--output-tokens", "--min-tokens-per-s", "--max-ttft", "-p",
              "--engine", "--kv-dtype", "--gpus-allowed", "--max-gpus-per-node", "--max-gpus", "--months", "--top"],
     "gpus": ["--vendor", "--segment"], "inspect": [], "calibrate": ["--out"],
     "quantize": ["--bits", "--group-size", "--damp", "--nsamples", "--seqlen", "--keep", "--override"],

@@ -303,8 +303,8 @@ def test_cli_impossible_speed_and_memory():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--rps", "2"], "--rps needs --input-tokens and --output-tokens"),
-    (["--rps", "2", "--input-tokens", "8k", "--output-tokens", "1k"], "exceeds --context"),
+    (["--rps", "2"], "--rps needs --input-len and --output-len"),
+    (["--rps", "2", "--input-len", "8k", "--output-len", "1k"], "exceeds --context"),
     (["--max-ttft", "soon"], "cannot read --max-ttft"),
     (["--precision", "int5"], "precision"),
     (["--engine", "vllm", "--precision", "gguf-q4_k_m", "--gpus-allowed", "h100"], "llama.cpp"),
@@ -368,3 +368,16 @@ def test_size_offers_fp16_where_a_gpu_has_no_bf16(qwen7):
     both = search(qwen7, Workload(context=8192, batch=4), [get_accelerator("t4")], precisions=("bf16", "fp16"))
     rows = [(o.tp, o.replicas) for o in both.options]
     assert {o.precision.name for o in both.options} == {"fp16"} and len(rows) == len(set(rows))  # no duplicate
+
+
+def test_old_option_names_still_work_for_one_release():
+    new = CliRunner().invoke(cli, ["size", "-m", "llama-3-8b", "-u", "4", "--rps", "1", "--input-len", "1k",
+                                   "--output-len", "256", "--json", "--gpus-allowed", "l4"])
+    old = CliRunner().invoke(cli, ["size", "-m", "llama-3-8b", "-u", "4", "--rps", "1", "--input-tokens=1k",
+                                   "--output-tokens", "256", "--json", "--gpus-allowed", "l4"])
+    assert new.exit_code == old.exit_code == 0
+    a, b = json.loads(old.stdout), json.loads(new.stdout)
+    assert a["workload"] == b["workload"] and a["chosen"] == b["chosen"] and a["by_rent"] == b["by_rent"]
+    assert "--input-tokens is now --input-len" in old.stderr and "--output-tokens is now --output-len" in old.stderr
+    helptext = CliRunner().invoke(cli, ["size", "--help"]).output
+    assert "--input-len" in helptext and "--input-tokens" not in helptext

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from qfit import api, detect, resolve
+from qfit import detect, resolve
 from qfit.cli import cli
 from qfit.deployment import Deployment
 from qfit.model.sources import LoadedModel
@@ -87,18 +87,6 @@ def test_json_is_a_list_of_plans_in_the_contract():
     for d in rows:
         assert {"precision", "engine", "memory", "max_context", "performance", "quality"} <= set(d)
         assert d["model"]["name"].startswith("qwen3-")
-
-
-def test_table_fits_120_columns(monkeypatch):
-    from rich.console import Console
-
-    from qfit import report
-
-    monkeypatch.setattr(report, "console", Console(width=120, record=True))
-    report.print_survey(api.survey("A6000"))
-    lines = report.console.export_text().splitlines()
-    assert max(len(line) for line in lines) <= 120
-    assert any(line.startswith("qwen2.5-72b-instruct") and "awq-int4" in line for line in lines)
 
 
 def test_models_from_a_list_and_a_file(tmp_path):

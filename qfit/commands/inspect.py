@@ -25,8 +25,9 @@ def inspect(ckpt, as_json):
 
 
 def _render(result) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from qfit.tables import console
 
     d = result.to_dict()
     t = Table(title=f"qfit inspect {d['path']}", show_header=False)
@@ -45,4 +46,4 @@ def _render(result) -> None:
     t.add_row("vLLM Marlin", "[green]compatible[/]" if d["marlin_compatible"] else "[yellow]not compatible[/]")
     for r in d["marlin_reasons"]:
         t.add_row("", r)
-    Console().print(t)
+    console().print(t)

@@ -47,12 +47,14 @@ def _split(value: str | None) -> list[str]:
 @click.option("--sort", type=click.Choice(SORTS), default="size", show_default=True,
               help="Without --model: largest models first, fastest decode first, or least quality loss first.")
 @click.option("--top", help="Without --model: show the first N rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in DESIGN.md) instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in docs/json.md) instead of tables.")
+@click.option("--wide", is_flag=True, help="Every table column, however wide (default: fit the terminal, or 100 "
+                                           "columns when not a terminal).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch "
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, kv_dtype, models,
-         family, min_params, max_params, moe, sort, top, as_json, plot, force):
+         family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -77,7 +79,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
                 raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
         if len(batches) > 1:
             raise QfitError("a --batch list needs --model (without it, one batch for every model)")
-        _survey(api, gpu, n, batches[0], lengths, engine, survey_flags, sort, as_json)
+        _survey(api, gpu, n, batches[0], lengths, engine, survey_flags, sort, as_json, wide)
         return
     given = [flag for flag, value in survey_flags.items() if value is not None]
     if given:
@@ -104,7 +106,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     else:
         from qfit import report  # rich only when rendering tables
 
-        getattr(report, f"print_{render}")(plans[0] if render == "plan" else plans)
+        getattr(report, f"print_{render}")(plans[0] if render == "plan" else plans, wide=wide)
     if plot:
         _plot(plans, plot, force, as_json)
 
@@ -123,7 +125,7 @@ def _model_list(value: str | None) -> list[str] | None:
     return _split(value)
 
 
-def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json) -> None:
+def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json, wide) -> None:
     if gpu and "," in gpu:
         raise QfitError("without --model, --gpu names one accelerator (or auto)")
     result = api.survey(gpu, models=_model_list(flags["--models"]), family=flags["--family"],
@@ -136,7 +138,7 @@ def _survey(api, gpu, gpus, batch, lengths, engine, flags, sort, as_json) -> Non
         return
     from qfit import report
 
-    report.print_survey(result)
+    report.print_survey(result, wide=wide)
 
 
 def _check_plot(path: str, force: bool, single: bool, model: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from qfit.commands.aliases import renamed
 from qfit.errors import QfitError
 from qfit.units import parse_float, parse_positive_int, parse_seconds, parse_tokens
 
@@ -22,13 +23,13 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-@click.command("size")
+@click.command("size", cls=renamed({"--input-tokens": "--input-len", "--output-tokens": "--output-len"}))
 @click.option("--model", "-m", required=True, help="Catalog name, hub id (org/name), local folder, or .gguf file.")
 @click.option("--context", "-c", default="8k", show_default=True, help="Tokens of KV reserved per user (8192, 32k).")
 @click.option("--concurrency", "-u", required=True, help="Users decoding at the same time.")
-@click.option("--rps", help="Requests per second to sustain (needs --input-tokens and --output-tokens).")
-@click.option("--input-tokens", help="Prompt tokens per request (TTFT, prefill work). Default: the context.")
-@click.option("--output-tokens", help="Generated tokens per request.")
+@click.option("--rps", help="Requests per second to sustain (needs --input-len and --output-len).")
+@click.option("--input-len", help="Prompt tokens per request (TTFT, prefill work). Default: the context.")
+@click.option("--output-len", help="Generated tokens per request.")
 @click.option("--min-tokens-per-s", help="Per-user decode speed floor (tokens/s).")
 @click.option("--max-ttft", help="Time-to-first-token ceiling (2s, 500ms).")
 @click.option("--precision", "-p", default="auto", show_default=True,
@@ -44,13 +45,15 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
 @click.option("--months", default="36", show_default=True, help="Purchase horizon for TCO.")
 @click.option("--power-cost", default="0.12", show_default=True, help="Electricity $/kWh.")
 @click.option("--top", default="10", show_default=True, help="Rows per ranking.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the contract in docs/json.md) instead of tables.")
+@click.option("--wide", is_flag=True, help="Every table column, however wide (default: fit the terminal, or 100 "
+                                           "columns when not a terminal).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every feasible configuration as CSV.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: rent $/h vs total throughput, frontier.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
-def size(model, context, concurrency, rps, input_tokens, output_tokens, min_tokens_per_s, max_ttft, precision, engine,
+def size(model, context, concurrency, rps, input_len, output_len, min_tokens_per_s, max_ttft, precision, engine,
          kv_dtype, gpus_allowed, max_gpus_per_node, max_gpus, prices, hours_per_month, months, power_cost, top, as_json,
-         as_csv, plot, force):
+         wide, as_csv, plot, force):
     """Procurement: the cheapest hardware (rent or buy) that serves a workload, and why the cheaper options fail."""
     from qfit.api import size as run
     from qfit.size import CostParams, load_prices
@@ -66,8 +69,8 @@ def size(model, context, concurrency, rps, input_tokens, output_tokens, min_toke
     w = Workload(
         context=parse_tokens(context), batch=_concurrency(concurrency),
         rps=parse_float(rps, "--rps") if rps is not None else None,
-        input_tokens=parse_tokens(input_tokens, "--input-tokens") if input_tokens is not None else None,
-        output_tokens=parse_tokens(output_tokens, "--output-tokens") if output_tokens is not None else None,
+        input_tokens=parse_tokens(input_len, "--input-len") if input_len is not None else None,
+        output_tokens=parse_tokens(output_len, "--output-len") if output_len is not None else None,
         min_tokens_per_s=parse_float(min_tokens_per_s, "--min-tokens-per-s") if min_tokens_per_s is not None else None,
         max_ttft_s=parse_seconds(max_ttft) if max_ttft is not None else None)
     costs = CostParams(hours_per_month=parse_float(hours_per_month, "--hours-per-month"),
@@ -91,7 +94,7 @@ def size(model, context, concurrency, rps, input_tokens, output_tokens, min_toke
     else:
         from qfit.size.render import print_size
 
-        print_size(result, top=n)
+        print_size(result, top=n, wide=wide)
     if plot:
         from qfit.size.render import write_plot
 

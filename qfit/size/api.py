@@ -87,7 +87,7 @@ def _validate(w: Workload, max_gpus_per_node: int, max_total: int) -> None:
     if w.rps is not None and not w.rps > 0:
         raise QfitError(f"--rps must be positive, got {w.rps:g}")
     if w.rps and not (w.input_tokens and w.output_tokens):
-        raise QfitError("--rps needs --input-tokens and --output-tokens (a request's prefill and decode work)")
+        raise QfitError("--rps needs --input-len and --output-len (a request's prefill and decode work)")
     if w.input_tokens and w.output_tokens and w.input_tokens + w.output_tokens > w.context:
         raise QfitError(f"--input-tokens + --output-tokens = {w.input_tokens + w.output_tokens:,} exceeds --context "
                         f"{w.context:,}; closest: --context {w.input_tokens + w.output_tokens}")

@@ -114,7 +114,7 @@ def impossible_message(res: SearchResult, w: Workload) -> str:
         best = min(ttft, key=lambda f: f.best)
         return (f"no configuration reaches TTFT <= {w.max_ttft_s:g} s for a {w.prompt:,}-token prompt: best "
                 f"achievable is {best.best:.3g} s on {best.tp} x {best.acc.short_name} at {best.precision} "
-                f"({best.engine}); relax --max-ttft or shorten --input-tokens")
+                f"({best.engine}); relax --max-ttft or shorten --input-len")
     f = closest_failure(fails)
     return (f"nothing allowed holds the model for {w.concurrency} users at {w.context:,} tokens: closest is "
             f"{f.acc.short_name} at {f.precision} ({f.engine}) with {f.tp} GPU(s)/replica, where {f.detail}; "

@@ -43,34 +43,37 @@ def csv_text(result) -> str:
     return buf.getvalue()
 
 
-def _console():
-    from rich.console import Console
+def _columns(kind: str):
+    from qfit.tables import Col
 
-    console = Console()
-    return console if console.is_terminal else Console(width=170)
+    money = ([Col("$/h"), Col("$/M tok", drop=4)] if kind == "rent" else [Col("TCO"), Col("TCO $/h", drop=4)])
+    return [Col("accelerator", "left"), Col("GPUs", drop=6), Col("repl x GPU", short="RxG"), Col("precision", "left"),
+            Col("engine", "left", drop=5), Col("users/repl", drop=3, short="users"), Col("GiB/GPU", drop=2),
+            Col("tok/s/user"), Col("TTFT s", drop=1), Col("total tok/s", short="tok/s")] + money + [
+            Col("kW", drop=7), Col("RU", drop=8)]
 
 
-def _table(title: str, options: list, w, kind: str):
-    from rich.table import Table
+def _row(o, kind: str) -> list[str]:
+    c = o.cost
+    money = ([_money(c.rent_usd_per_hour), _money(c.usd_per_million_output_tokens, 3)] if kind == "rent"
+             else [_money(c.tco_usd, 0), _money(c.tco_usd_per_hour)])
+    band = (o.perf.error_band or {}).get("decode_pct") if o.perf is not None else None
+    speed = f"{o.decode_tok_s:,.1f}" + (f" ±{band:.0f}%" if band else "")
+    return [o.acc.short_name, str(o.gpus), o.layout, o.precision.name, o.engine.name, f"{o.batch}/{o.max_batch}",
+            f"{o.per_gpu_bytes / GIB:,.1f}", speed, f"{o.ttft_s:.3g}", f"{o.throughput_tok_s:,.0f}", *money,
+            "-" if c.power_kw is None else f"{c.power_kw:.2f}", "-" if c.rack_units is None else f"{c.rack_units:g}"]
 
-    t = Table(title=title, title_justify="left", header_style="bold", box=None)
-    cols = ["accelerator", "GPUs", "repl x GPU", "precision", "engine", "users/repl", "GiB/GPU", "tok/s/user",
-            "TTFT s", "total tok/s"]
-    cols += ["$/h", "$/M tok"] if kind == "rent" else ["TCO", "TCO $/h"]
-    cols += ["kW", "RU"]
-    for c in cols:
-        t.add_column(c, justify="left" if c in {"accelerator", "precision", "engine"} else "right")
-    for o in options:
-        c = o.cost
-        money = ([_money(c.rent_usd_per_hour), _money(c.usd_per_million_output_tokens, 3)] if kind == "rent"
-                 else [_money(c.tco_usd, 0), _money(c.tco_usd_per_hour)])
-        band = (o.perf.error_band or {}).get("decode_pct") if o.perf is not None else None
-        speed = f"{o.decode_tok_s:,.1f}" + (f" ±{band:.0f}%" if band else "")
-        t.add_row(o.acc.short_name, str(o.gpus), o.layout, o.precision.name, o.engine.name,
-                  f"{o.batch}/{o.max_batch}", f"{o.per_gpu_bytes / GIB:,.1f}", speed, f"{o.ttft_s:.3g}",
-                  f"{o.throughput_tok_s:,.0f}", *money,
-                  "-" if c.power_kw is None else f"{c.power_kw:.2f}", "-" if c.rack_units is None else f"{c.rack_units:g}")
-    return t
+
+LEGEND = ("repl x GPU: replicas x GPUs each (tensor parallel); users/repl: users a replica serves / the most its "
+          "memory holds at the context; GiB/GPU: memory per GPU; tok/s/user: decode per user at that load (error "
+          "band); TTFT: one prompt on an idle replica; $/M tok: rent per million output tokens at full load; kW: "
+          "TDP x GPUs; RU: rack units (- where the device profile has none)")
+
+
+def _print_options(con, title: str, options: list, kind: str, wide: bool) -> None:
+    from qfit.tables import print_table
+
+    print_table(con, _columns(kind), [_row(o, kind) for o in options], wide=wide, title=title)
 
 
 def _workload_line(r) -> str:
@@ -85,8 +88,10 @@ def _workload_line(r) -> str:
     return ", ".join(parts)
 
 
-def print_size(r, top: int = 10) -> None:
-    console = _console()
+def print_size(r, top: int = 10, wide: bool = False) -> None:
+    from qfit.tables import console as make_console
+
+    console = make_console(wide=wide)
     spec = r.model.spec
     console.print(f"[bold]{spec.name}[/] ({fmt_count(r.params.total)} params) — {_workload_line(r)}")
     s = r.seconds
@@ -94,14 +99,17 @@ def print_size(r, top: int = 10) -> None:
                   f"{r.max_gpus_per_node} x replicas (<= {r.max_total_gpus} GPUs): {r.found.evaluated} replica shapes, "
                   f"{len(r.found.options)} feasible, in {s['search_wall']:.2f} s wall / {s['search_cpu']:.2f} s CPU[/]")
     if r.by_rent:
-        console.print(_table(f"Cheapest to rent (top {min(top, len(r.by_rent))} of {len(r.by_rent)} priced)",
-                             r.by_rent[:top], r.workload, "rent"))
+        _print_options(console, f"Cheapest to rent (top {min(top, len(r.by_rent))} of {len(r.by_rent)} priced)",
+                       r.by_rent[:top], "rent", wide)
     if r.by_tco:
-        console.print(_table(f"Cheapest to buy: TCO over {r.costs.months} months at ${r.costs.power_usd_per_kwh:g}/kWh "
-                             f"(top {min(top, len(r.by_tco))})", r.by_tco[:top], r.workload, "tco"))
+        _print_options(console, f"Cheapest to buy: TCO over {r.costs.months} months at "
+                       f"${r.costs.power_usd_per_kwh:g}/kWh (top {min(top, len(r.by_tco))})", r.by_tco[:top], "tco",
+                       wide)
     if r.frontier:
-        console.print(_table("Pareto frontier: no cheaper rental is as fast in total throughput and per user",
-                             r.frontier, r.workload, "rent"))
+        _print_options(console, "Pareto frontier over rent $/h, total tok/s and tok/s per user: no other option is "
+                       "at least as good on all three", r.frontier, "rent", wide)
+    if r.by_rent or r.by_tco:
+        console.print(f"[dim]{LEGEND}[/]")
     _print_verdict(console, r)
 
 
