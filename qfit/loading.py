@@ -4,7 +4,7 @@ MODEL arguments arrive as a local Hugging Face folder, a `.gguf` file, a catalog
 qfit.model.ref, as for `qfit plan`). Everything downstream wants a plain local HF folder (config.json + safetensors +
 tokenizer), so `resolve_model_dir` turns all of them into one:
 - a GGUF file is dequantized once by transformers and saved as float32 safetensors in a cache folder keyed by the
-  file's stem, size and mtime (MODELS.md: ~22 s and 1.1 GB peak for SmolLM2-135M, ~0.3 s to reload afterwards);
+  file's stem, size and mtime (measured here: ~22 s and 1.1 GB peak for SmolLM2-135M, ~0.3 s to reload afterwards);
 - a hub id (or a catalog entry's) goes through huggingface_hub's snapshot_download restricted to
   safetensors/config/tokenizer files, so no pickle (.bin) checkpoint is ever fetched.
 torch/transformers are imported inside the functions: importing this module is cheap.
@@ -100,7 +100,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # transformers 5.x tags a GGUF-loaded model as quantized; without dropping the tag save_pretrained writes a
-        # config that claims a gguf quantization the float safetensors do not have (MODELS.md).
+        # config that claims a gguf quantization the float safetensors do not have.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config

@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import (  # noqa: E402
     DEFAULT_CASES,
+    held_out,
+    public_source,
     build_cases,
     load_rows,
     predict,
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from fit_profiles import write_profiles  # noqa: E402  (writer of the engine files' fitted sections)
 
-    cases = build_cases(load_rows(args.cases))
+    cases = build_cases([r for r in load_rows(args.cases) if not held_out(r)])
     results = {}
     for group in FIT_PLAN:
         members = [c for c in cases if c.group == group]
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
         fit_res = model.residuals(params)
         cv = [] if args.no_cv else cross_validate(model)
         results[group] = {"params": params, "fit": fit_res, "cv": cv, "band": band_from(cv, group) if cv else {},
-                          "sources": sorted({c.row["source"] for c in members}), "n": len(members),
+                          "sources": sorted({public_source(c.row["source"]) for c in members} - {"same"}), "n": len(members),
                           "compute_peak": FIT_PLAN[group].get("compute_peak", "tensor")}
         report(group, params, fit_res, cv)
     if not args.check:

@@ -85,7 +85,7 @@ def write_profiles(results: dict, groups: list[str], out: str | None = None) -> 
         generalize = static["speed"].get("formats_generalize") or []
         backends = [g.split("/", 1)[1] for g in groups if g.split("/", 1)[0] == static["name"]]
         doc = {"fitted": {"generated_on": _dt.date.today().isoformat(),
-                          "calibration_set": "shared/reference/calibration/cases.jsonl",
+                          "calibration_set": "benchmarks/calibration/cases.jsonl",
                           "backends": {b: backend_entry(results.get(f"{static['name']}/{b}"), generalize)
                                        for b in backends}}}
         write_text(path, head + marker + "\n" + yaml.safe_dump(doc, sort_keys=False, width=120))

@@ -24,8 +24,7 @@ from qfit.hardware import (  # noqa: E402
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "profiles" / "gpus"
 FILES = sorted(GPU_DIR.glob("*.yaml"))
-# ../shared next to the checkout (CI without it skips the calibration test)
-CASES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "calibration" / "cases.jsonl"
+CASES = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration" / "cases.jsonl"
 
 
 def _raw(path: Path) -> dict:

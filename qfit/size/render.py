@@ -140,9 +140,13 @@ def _print_verdict(console, r) -> None:
         if len(r.cheaper_failed) > 12:
             console.print(f"  ... {len(r.cheaper_failed) - 12} more (--json lists all)")
     console.print("[dim]accuracy cost per precision (typical, model-dependent; profiles/quality.yaml):[/]")
+    refs = {}
     for p in r.precisions:
         q = r.quality.of(p)
+        refs.update(q.references)
         console.print(f"[dim]  {p}: {escape(q.label)} ({escape(q.source)})[/]")
+    if refs:
+        console.print("[dim]  references: " + "; ".join(f"{k} = {escape(v)}" for k, v in refs.items()) + "[/]")
     console.print("[dim]notes:[/]")
     for n in r.notes:
         console.print(f"[dim]  - {escape(n)}[/]")

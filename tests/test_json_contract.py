@@ -1,0 +1,65 @@
+"""docs/json.md is the JSON contract: every key it lists exists, with its stated type, in real output."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qfit.cli import cli
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
+COMMANDS = {
+    "qfit plan --model M --gpu G --precision P --json": ["plan", "-m", "qwen3-30b-a3b", "--gpu", "a6000", "-p",
+                                                          "gptq-int4", "--json"],
+    "qfit plan --gpu G --json": ["plan", "--gpu", "a6000", "--top", "3", "--json"],
+    "qfit size --json": ["size", "-m", "llama-3.1-70b", "-u", "16", "--top", "3", "--json"],
+}
+TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "object": dict, "list": list,
+         "list[str]": list, "null": type(None)}
+
+
+def _sections() -> dict[str, list[tuple[str, str]]]:
+    out, current = {}, None
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"## `(.+?)`", line)
+        if heading:
+            current = heading.group(1)
+            out[current] = []
+        row = re.match(r"\| `([\w.]+)` \| ([^|]+) \|", line)
+        if row and current:
+            out[current].append((row.group(1), row.group(2).strip()))
+    return out
+
+
+SECTIONS = _sections()
+
+
+def _get(doc, path: str):
+    for part in path.split("."):
+        assert isinstance(doc, dict) and part in doc, f"missing {path}"
+        doc = doc[part]
+    return doc
+
+
+@pytest.mark.parametrize("section", list(COMMANDS))
+def test_every_documented_key_is_in_the_output(section):
+    r = CliRunner().invoke(cli, COMMANDS[section])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    first = doc[0] if isinstance(doc, list) else doc
+    keys = SECTIONS[section]
+    if section == "qfit plan --gpu G --json":      # plan objects, each with its quality
+        keys = SECTIONS["qfit plan --model M --gpu G --precision P --json"] + keys
+    assert len(keys) >= 10
+    for path, kind in keys:
+        value = _get(first, path)
+        allowed = tuple(TYPES[k.strip()] for k in kind.split(" or "))
+        assert isinstance(value, allowed), (path, kind, value)
+
+
+def test_the_doc_covers_each_command_it_names():
+    assert set(COMMANDS) <= set(SECTIONS)
