@@ -24,11 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import (  # noqa: E402
     DEFAULT_CASES,
-    held_out,
-    public_source,
     build_cases,
+    held_out,
     load_rows,
     predict,
+    public_source,
     rel_error,
     summarize,
 )
