@@ -12,11 +12,22 @@ from qfit.errors import QfitError
 
 
 def write_plot(path: str | Path, *, title: str, memory_gib: dict[str, float], budget_gib: float | None,
-               curve: list, force: bool = False) -> Path:
-    """memory_gib: {"weights": .., "kv_cache": .., ...} per GPU; curve: CurvePoint list from qfit.perf.batch_curve."""
+               curve: list, memory_batch: int = 1, force: bool = False) -> Path:
+    """memory_gib: {"weights": .., "kv_cache": .., ...} per GPU at `memory_batch`; curve: CurvePoint list."""
     path = Path(path)
     if not force:
         refuse_existing(path)
+    fig = figure(title=title, memory_gib=memory_gib, budget_gib=budget_gib, curve=curve, memory_batch=memory_batch)
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=force, suffix=".png")
+    finally:
+        plt.close(fig)
+
+
+def figure(*, title: str, memory_gib: dict[str, float], budget_gib: float | None, curve: list, memory_batch: int = 1):
+    """The two panels as a matplotlib Figure (tests read it back; write_plot saves it)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -25,13 +36,11 @@ def write_plot(path: str | Path, *, title: str, memory_gib: dict[str, float], bu
         raise QfitError("--plot needs matplotlib: pip install 'qfit[plot]'") from None
     fig, (ax_mem, ax_tps) = plt.subplots(1, 2, figsize=(11, 4.2))
     _memory(ax_mem, memory_gib, budget_gib)
+    ax_mem.set_title(f"memory per GPU at batch {memory_batch}")
     _throughput(ax_tps, curve)
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=force, suffix=".png")
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def _memory(ax, memory_gib: dict[str, float], budget_gib: float | None) -> None:
@@ -42,7 +51,6 @@ def _memory(ax, memory_gib: dict[str, float], budget_gib: float | None) -> None:
     if budget_gib:
         ax.axhline(budget_gib, color="red", linestyle="--", label=f"usable {budget_gib:.1f} GiB")
     ax.set_ylabel("GiB per GPU")
-    ax.set_title("memory breakdown")
     ax.legend(fontsize=8)
 
 
@@ -53,9 +61,10 @@ def _throughput(ax, curve: list) -> None:
     b = [p.batch for p in curve]
     ax.plot(b, [p.aggregate_tokens_per_s for p in curve], marker="o", label="total tokens/s")
     ax.plot(b, [p.decode_tokens_per_s for p in curve], marker="s", label="per-sequence tokens/s")
-    for p in curve:
-        if p.fits is False:
-            ax.annotate("does not fit", (p.batch, p.aggregate_tokens_per_s), fontsize=7, color="red")
+    over = [p.batch for p in curve if p.fits is False]
+    if over:   # one shaded span and one legend entry, not a label per point (they overlapped)
+        ax.axvspan(min(over) / 2 ** 0.5, max(b) * 2 ** 0.5, color="red", alpha=0.08,
+                   label=f"does not fit in memory (batch >= {min(over)})")
     flip = next((p.batch for p in curve if p.bound == "compute"), None)
     if flip:
         ax.axvline(flip, color="grey", linestyle=":", label=f"compute-bound from batch {flip}")
@@ -85,6 +94,6 @@ def plot_plans(plans: list, path: str | Path, force: bool = False) -> Path:
     memory = {"weights": m.weights / n / GIB, "KV cache": m.kv_per_gpu / GIB, "activations": m.activations / n / GIB,
               "overhead": m.overhead / n / GIB}
     title = (f"{p0.model.spec.name} on {n} x {p0.accelerator.short_name}, {p0.precision.name}, {p0.engine.name}, "
-             f"context {p0.context:,}, batch {p0.batch}")
+             f"context {p0.context:,}, batch {plans[0].batch}-{plans[-1].batch}")
     return write_plot(path, title=title, memory_gib=memory, budget_gib=p0.budget_per_gpu / GIB, curve=curve,
-                      force=force)
+                      memory_batch=p0.batch, force=force)

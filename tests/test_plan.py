@@ -143,3 +143,22 @@ def test_plot_written_and_not_overwritten(tmp_path):
     assert run(*args, "--force").exit_code == 0
     r = run("plan", "--model", "llama-3-8b", "--plot", str(tmp_path / "m.png"))
     assert r.exit_code == 2 and "one configuration" in r.output
+
+
+def test_plot_marks_what_does_not_fit_once_and_titles_the_curve(monkeypatch, tmp_path):
+    """Points past memory are one shaded span with one legend entry (labels per point overlapped); the title names
+    the batch range of the curve and the memory panel the batch it shows."""
+    pytest.importorskip("matplotlib")
+    import qfit.plot as plot
+
+    figs = []
+    real = plot.figure
+    monkeypatch.setattr(plot, "figure", lambda **kw: figs.append(real(**kw)) or figs[-1])
+    r = run("plan", "-m", "llama-3-8b", "--gpu", "4090", "-p", "bf16", "-c", "32k", "--plot", str(tmp_path / "p.png"))
+    assert r.exit_code == 0, r.output
+    fig = figs[0]
+    mem, tps = fig.axes
+    assert fig._suptitle.get_text().endswith("batch 1-256") and mem.get_title() == "memory per GPU at batch 1"
+    assert len(tps.texts) == 0
+    labels = tps.get_legend_handles_labels()[1]
+    assert sum("does not fit" in label for label in labels) == 1

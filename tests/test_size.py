@@ -381,3 +381,19 @@ def test_old_option_names_still_work_for_one_release():
     assert "--input-tokens is now --input-len" in old.stderr and "--output-tokens is now --output-len" in old.stderr
     helptext = CliRunner().invoke(cli, ["size", "--help"]).output
     assert "--input-len" in helptext and "--input-tokens" not in helptext
+
+
+def test_plot_frontier_line_never_dips(llama70, monkeypatch, tmp_path):
+    """The plot's line is the 2-objective frontier (rent, total tok/s): it only rises; the table's 3-objective
+    Pareto set is drawn as separate markers and labelled as such."""
+    pytest.importorskip("matplotlib")
+    from qfit.size.render import cost_throughput_frontier
+
+    r = size(llama70, Workload(context=8192, batch=32), gpus_allowed=["a6000", "mi325x", "v100", "3090", "b200"],
+             with_performance=False)
+    line = cost_throughput_frontier(r.by_rent)
+    xs = [o.cost.rent_usd_per_hour for o in line]
+    ys = [o.throughput_tok_s for o in line]
+    assert xs == sorted(xs) and ys == sorted(ys) and len(set(ys)) == len(ys)
+    assert all(not any(o.cost.rent_usd_per_hour <= p.cost.rent_usd_per_hour and o.throughput_tok_s >
+                       p.throughput_tok_s for o in r.by_rent) for p in line)
