@@ -4,7 +4,8 @@ planner's own modules, and predict each measured figure exactly as the row defin
 Row definitions (see each row's `what` / `speed_def`):
   llama-bench tg128   decode tok/s at batch 1 from an empty KV cache (timed over 128 tokens: mid-point context 64)
   llama-bench pp512   prefill tok/s of a 512-token prompt
-  gen_over_total      generated tokens / total time including prefill (Qwen speed benchmark, transformers and vLLM)
+  gen_over_total      generated tokens / total time including prefill (Qwen2.5 speed benchmark, transformers and vLLM)
+  in_plus_gen_over_total  (prompt + generated tokens) / total time (Qwen3 speed benchmark, transformers and SGLang)
 """
 
 from __future__ import annotations
@@ -132,9 +133,11 @@ def predict(case: Case, eff=None) -> float:
     gpus = int(r.get("n_gpus") or 1)
     batch = int(r.get("batch") or 1)
     common = dict(gpus=gpus, batch=batch, kv_dtype="fp16", efficiency=eff or case_efficiency(case, precision))
-    if r.get("speed_def") == "gen_over_total":
+    if r.get("speed_def") in ("gen_over_total", "in_plus_gen_over_total"):
         est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r["input_len"]),
                                    output_len=int(r["output_len"]), **common)
+        if r["speed_def"] == "in_plus_gen_over_total":
+            return (int(r["input_len"]) + int(r["output_len"])) / est.e2e_s
         return est.e2e_tokens_per_s
     if r["kind"] == "prefill":
         est = estimate_performance(spec, groups, weights, precision, accel, input_len=int(r["input_len"]),
