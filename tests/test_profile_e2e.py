@@ -16,8 +16,8 @@ from qfit.profile.report import validate
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--eval", "ppl,kl,piqa", "--limit", "10", "--ppl-tokens", "512", "--ppl-window", "256", "--input-lens", "32",
-        "--batch", "1,2", "--output-tokens", "4", "--trials", "2", "--warmup", "1", "--threads", "2", "--device", "cpu"]
+FAST = ["--eval", "ppl,kl,piqa", "--limit", "10", "--ppl-tokens", "512", "--ppl-window", "256", "--input-len", "32",
+        "--batch", "1,2", "--output-len", "4", "--trials", "2", "--warmup", "1", "--threads", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
