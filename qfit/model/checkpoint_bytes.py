@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qfit.errors import QfitError
 from qfit.jsonfile import read_json_object
 from qfit.model.headers import read_header, shard_files
 from qfit.model.spec import unwrap_text_config
@@ -50,8 +51,11 @@ def tied_embeddings(config: dict) -> bool:
 def checkpoint_weight_bytes(folder: str | Path) -> int:
     """Bytes of weights stored in a checkpoint folder's safetensors files (headers only, shards checked complete)."""
     folder = Path(folder)
+    files = shard_files(folder)
+    if not files:
+        raise QfitError(f"{folder} holds no .safetensors files")
     header: dict[str, dict] = {}
-    for f in shard_files(folder):
+    for f in files:
         header.update(read_header(f))
     config = folder / "config.json"
     return weight_bytes(header, tied_embeddings(read_json_object(config, "config")) if config.is_file() else False)
