@@ -94,9 +94,10 @@ def cached_bandwidth(model: str, cache: Path | None = None) -> tuple[float, str]
 
 
 def record_bandwidth(model: str, gbps: float, how: str, cache: Path | None = None) -> None:
-    """Store a bandwidth measured elsewhere for this CPU model (atomic write). It carries no spread: it is used, and
-    re-measured by the probe at the first `--gpu cpu` plan, as an older record would be."""
-    host_bandwidth.store(model, {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d")}, cache)
+    """Store a bandwidth the user measured (e.g. with STREAM) for this CPU model (atomic write). It is the user's
+    statement: kept as recorded, never replaced by the probe (which under-reads a many-channel server)."""
+    host_bandwidth.store(model, {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d"),
+                                 "recorded": True}, cache)
 
 
 def measure_bandwidth() -> float:

@@ -7,9 +7,10 @@ the date and the load average before and after. A probe is flagged when it never
 was loaded (load average per CPU above `max_load_per_cpu`): other work shares the memory bus, and contention only
 lowers the figure. Parameters and their basis: profiles/planner/measurement.yaml (`host_bandwidth`).
 
-Cache policy (host.json in qfit's cache, keyed by CPU model): an entry is re-measured at its first use when it is
-older than `max_age_days`, when it is flagged and older than `recheck_flagged_hours`, or when it predates this
-record (no spread or date-time: measured once, under whatever load). The stability logic and the cache policy are
+Cache policy (host.json in qfit's cache, keyed by CPU model): a probe's entry is re-measured at its first use when it
+is older than `max_age_days`, when it is flagged and older than `recheck_flagged_hours`, or when it predates this
+record (no spread or date-time: measured once, under whatever load). A figure the user recorded (host.record_bandwidth,
+e.g. from STREAM) is theirs: kept until they record another. The stability logic and the cache policy are
 pure functions over injected samples and times, so they are tested without timing anything.
 """
 
@@ -99,6 +100,8 @@ def needs_measuring(entry: dict | None, now: _dt.datetime, params: ProbeParams) 
     """Pure: why a cached entry must be re-measured now (None: use it)."""
     if not isinstance(entry, dict) or not entry.get("gbps"):
         return "no measurement"
+    if entry.get("recorded") is True:      # the user's own figure (host.record_bandwidth): theirs to replace
+        return None
     try:
         taken = _dt.datetime.fromisoformat(str(entry["measured_at"]))
     except (KeyError, ValueError):
@@ -115,8 +118,10 @@ def needs_measuring(entry: dict | None, now: _dt.datetime, params: ProbeParams) 
 
 def describe(entry: dict) -> str:
     """The source line a plan shows for a cached figure."""
+    if entry.get("recorded") is True:
+        return f"measured on this machine and recorded by the user ({entry.get('how')}, {entry.get('date')})"
     if "measured_at" not in entry:
-        return f"measured on this machine ({entry.get('how', 'recorded')}, {entry.get('date')})"
+        return f"measured on this machine by an older qfit ({entry.get('how', 'recorded')}, {entry.get('date')})"
     quality = ("FLAGGED: " + "; ".join(entry["flags"])) if entry.get("flags") else "stable"
     load = entry.get("load_avg_before")
     return (f"measured on this machine {entry['measured_at'][:16]} ({entry.get('how', 'recorded')}; median of the last "

@@ -151,6 +151,27 @@ def _write(tmp_path, name, data):
     return str(path)
 
 
+def test_the_report_says_what_each_figure_is():
+    from qfit.profile import report
+
+    res = profile_result(NOISY) | {"memory": {"process_peak_rss": {"kind": "process-peak-rss", "bytes": 3 * 2**29,
+                                                                   "scope": "whole run: MODEL loaded"}}}
+    res["speed"]["conditions"] |= {"load_avg_before": [4.4, 3.0, 2.0], "load_avg_after": [5.1, 3.2, 2.1]}
+    assert report.quality_line(res) == (
+        "Speed measurement quality: FLAGGED UNRELIABLE (qfit calibrate refuses it): decode batch 1: CV 65 % across "
+        "trials > 15 %. max CV 65.5 % (decode batch 1); load average 4.4 -> 5.1, other processes 0.10 cores, steal "
+        "0.3 %, threads 2 on 2 CPUs.")
+    assert report.memory_line(res) == ("Peak memory: process peak RSS 1.50 GiB (whole run: MODEL loaded); process "
+                                       "peak RSS 1.00 GiB (scripted).")
+    res["speed"]["peak_memory"] = {"kind": "device-allocator", "bytes": 2**31, "scope": "speed phase: MODEL alone"}
+    assert "device allocator peak 2.00 GiB (speed phase: MODEL alone)" in report.memory_line(res)
+    del res["speed"]["quality"]
+    assert "not assessed" in report.quality_line(res)
+    info = {"weight_bytes": 114_523_776, "loaded_bytes": 171_224_128, "dtype": "float32"}
+    assert report.weights_text(info) == ("114,523,776 weight bytes in the checkpoint, 171,224,128 bytes loaded in "
+                                         "memory at float32")
+
+
 @pytest.fixture()
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("QFIT_CONFIG_DIR", str(tmp_path / "cfg"))
@@ -311,6 +332,7 @@ NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
 @pytest.mark.parametrize("entry,reason", [
     (None, "no measurement"),
     ({"gbps": 14.4, "date": "2026-11-29"}, "older qfit"),                       # the old record: no stability
+    ({"gbps": 300.0, "date": "2020-01-01", "recorded": True}, None),            # the user's STREAM figure
     ({"gbps": 14.4, "measured_at": "2026-11-20T12:00:00+00:00", "flags": []}, None),
     ({"gbps": 14.4, "measured_at": "2026-10-29T11:00:00+00:00", "flags": []}, "older than 30 days"),
     ({"gbps": 5.6, "measured_at": "2026-11-29T11:30:00+00:00", "flags": ["loaded"]}, None),   # flagged, 30 min old
@@ -331,7 +353,7 @@ def test_host_accelerator_re_measures_a_stale_figure(tmp_path, monkeypatch):
 
     cache = tmp_path / "host.json"
     cpuinfo = CPUINFO.replace("AMD EPYC 9654 96-Core Processor", "Mystery CPU")
-    record_bandwidth("Mystery CPU", 5.6, "numpy copy under load", cache=cache)      # an old-style record
+    hb.store("Mystery CPU", {"gbps": 5.6, "how": "numpy copy", "date": "2026-11-01"}, cache)   # an older qfit's
     assert host_accelerator(cpuinfo, MEMINFO, cache=cache).bandwidth_gbps == 5.6     # used as is without measuring
     fresh = {"gbps": 14.4, "how": "probe", "measured_at": "2026-11-29T12:00:00+00:00", "samples_gbps": [14.0, 14.4,
              14.5], "spread_pct": 3.5, "stable": True, "flags": [], "load_avg_before": 0.1, "load_avg_after": 0.9}
@@ -346,6 +368,10 @@ def test_host_accelerator_re_measures_a_stale_figure(tmp_path, monkeypatch):
     assert calls == [1]
     table = host_accelerator(CPUINFO, MEMINFO, cache=cache, measure=True)             # a tabled CPU is not probed
     assert table.bandwidth_gbps == 460.8 and calls == [1]
+    record_bandwidth("Mystery CPU", 71.3, "STREAM triad, 8 threads", cache=cache)    # the user's own figure: kept
+    monkeypatch.setattr(hb, "now", lambda: NOW + dt.timedelta(days=400))
+    acc = host_accelerator(cpuinfo, MEMINFO, cache=cache, measure=True)
+    assert acc.bandwidth_gbps == 71.3 and calls == [1] and "recorded by the user" in dict(acc.sources)["bandwidth_gbps"]
 
 
 def test_the_probe_runs_in_a_child_and_returns_its_record(monkeypatch):

@@ -148,6 +148,10 @@ def _gib(n) -> str:
     return _f(n / 2**30 if n else None, "{:.2f}") + " GiB"
 
 
+MEMORY_KINDS = {"device-allocator": "device allocator peak", "device-used": "device memory in use",
+                "process-peak-rss": "process peak RSS", "process-rss": "process peak RSS"}
+
+
 def memory_line(result: dict) -> str | None:
     """Every peak-memory figure with what it is."""
     mem, speed = result.get("memory"), (result.get("speed") or {}).get("peak_memory")
@@ -156,7 +160,7 @@ def memory_line(result: dict) -> str | None:
         whole = mem["process_peak_rss"]
         parts.append(f"process peak RSS {_gib(whole['bytes'])} ({whole['scope']})")
     if speed:
-        what = "device allocator peak" if speed["kind"] == "device-allocator" else "process peak RSS"
+        what = MEMORY_KINDS.get(speed.get("kind"), str(speed.get("kind")))
         parts.append(f"{what} {_gib(speed['bytes'])} ({speed.get('scope', speed.get('how'))})")
     return ("Peak memory: " + "; ".join(parts) + ".") if parts else None
 

@@ -95,6 +95,7 @@ class VllmBackend(Backend):
         import torch
         free, total = torch.cuda.mem_get_info()
         return {"kind": "device-used", "bytes": int(total - free),
+                "scope": "end of the speed phase: the whole GPU's memory in use, other processes included",
                 "how": "torch.cuda.mem_get_info (total - free): vLLM pre-allocates gpu_memory_utilization of the card"}
 
     def versions(self) -> dict:
