@@ -122,8 +122,9 @@ def test_json_stays_pure_with_gptqmodel_loaded_and_weight_bytes_agree(gptq_dir):
     from qfit.quantize.inspect import inspect_checkpoint
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "qfit", "profile", str(gptq_dir), "--eval", "ppl", "--ppl-tokens", "128",
-                           "--ppl-window", "64", *TINY, "--json"], env=env, capture_output=True, text=True, timeout=900, check=False)
+    args = ["profile", str(gptq_dir), "--eval", "ppl", "--ppl-tokens", "128", "--ppl-window", "64", *TINY, "--json"]
+    proc = subprocess.run([sys.executable, "-m", "qfit", *args], env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = json.loads(proc.stdout)                                   # nothing but the JSON on stdout
     assert "GPT-QModel" in proc.stderr                            # the library did print: on stderr
@@ -139,7 +140,8 @@ def test_json_stays_pure_with_gptqmodel_loaded_and_weight_bytes_agree(gptq_dir):
 
 
 def test_progress_lines_go_to_stderr_when_it_is_not_a_terminal(smollm2_dir):
-    """CliRunner's streams are not terminals: a line per stage (and the renamed flag's note) on stderr, none on stdout."""
+    """CliRunner's streams are not terminals: a line per stage (and the renamed flag's note) on stderr, none on
+    stdout."""
     args = ["profile", str(smollm2_dir), "--eval", "none", *TINY, "--json"]
     args[args.index("--input-len")] = "--input-lens"              # the old name still works, with a note
     res = CliRunner().invoke(cli, args)

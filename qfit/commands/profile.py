@@ -63,7 +63,8 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--input-len", "input_lens", default="128,512,2048", show_default=True,
               help="Prefill prompt lengths in tokens (a comma list); decode runs after the shortest.")
 @click.option("--input-lens", "old_input_lens", hidden=True)
-@click.option("--batch", "-b", "batches", default="1,4,16", show_default=True, help="Decode batch sizes (a comma list).")
+@click.option("--batch", "-b", "batches", default="1,4,16", show_default=True,
+              help="Decode batch sizes (a comma list).")
 @click.option("--output-len", "output_tokens", default="128", show_default=True,
               help="Tokens decoded per decode trial.")
 @click.option("--output-tokens", "old_output_tokens", hidden=True)

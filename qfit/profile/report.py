@@ -134,7 +134,8 @@ def quality_line(result: dict) -> str | None:
     q, c = speed.get("quality") or {}, speed.get("conditions") or {}
     if not q:
         return "Speed measurement quality: not assessed (a result from a qfit older than the check)."
-    verdict = "reliable" if q["reliable"] else "FLAGGED UNRELIABLE (qfit calibrate refuses it): " + "; ".join(q["flags"])
+    flagged = "FLAGGED UNRELIABLE (qfit calibrate refuses it): " + "; ".join(q["flags"])
+    verdict = "reliable" if q["reliable"] else flagged
     load = c.get("load_avg_before"), c.get("load_avg_after")
     machine = [f"load average {load[0][0] if load[0] else 'n/a'} -> {load[1][0] if load[1] else 'n/a'}"]
     if c.get("other_load_cores") is not None:
@@ -204,8 +205,9 @@ def render_markdown(result: dict) -> str:
     if result["speed"]:
         pre, dec = speed_rows(result)
         pr = result["speed"]["protocol"]
-        out += ["", "### Speed", "", (f"{pr['warmup']} warmup + {pr['trials']} trials; decode after a "
-                                      f"{pr['decode_prompt_len']}-token prompt, {pr['output_tokens']} output tokens."), "",
+        protocol = (f"{pr['warmup']} warmup + {pr['trials']} trials; decode after a {pr['decode_prompt_len']}-token "
+                    f"prompt, {pr['output_tokens']} output tokens.")
+        out += ["", "### Speed", "", protocol, "",
                 _md_table(PREFILL_HEAD, pre), "", _md_table(DECODE_HEAD, dec), "", quality_line(result)]
     if memory_line(result):
         out += ["", memory_line(result)]
