@@ -1,8 +1,9 @@
 """The host CPU as a device (`--gpu cpu`): an Accelerator built from /proc/cpuinfo, os.cpu_count and /proc/meminfo.
 
 Memory bandwidth, which sets CPU decode speed, never comes from a made-up constant. In order of preference:
-  1. a measurement recorded on this machine (`record_bandwidth`, e.g. by `qfit profile`, or `measure_bandwidth()`),
-     cached in host.json in qfit's cache folder (qfit.paths) and keyed by CPU model;
+  1. a measurement recorded on this machine, cached in host.json in qfit's cache folder (qfit.paths) and keyed by CPU
+     model: the probe of qfit/host_bandwidth.py (repeated until stable, with its spread, date and load average;
+     re-measured when stale or flagged), or a figure recorded with `record_bandwidth`;
   2. the theoretical peak of the CPU's platform (channels x 8 bytes x MT/s) from profiles/hosts/cpus.yaml, whose rows
      cite shared/reference/hardware_facts.md Table 4 (and its sources);
   3. otherwise a QfitError that says how to record a measurement.
@@ -12,26 +13,21 @@ Parsing is pure (`parse_cpuinfo`, `parse_meminfo`); reading /proc is the thin I/
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qfit.atomic import write_json
+from qfit import host_bandwidth
 from qfit.errors import QfitError
-from qfit.paths import cache_dir, profiles_dir
+from qfit.paths import profiles_dir
 from qfit.yamlcache import load_records
 
 
 def _facts() -> dict:
     """profiles/hosts/cpus.yaml: platform bandwidth table and FLOPs per cycle per ISA, each with its source."""
     return load_records(profiles_dir() / "hosts")["cpus"]
-
-
-def _cache() -> Path:
-    return cache_dir("host.json")
 
 
 @dataclass(frozen=True)
@@ -93,56 +89,46 @@ def _read(path: str) -> str:
 
 
 def cached_bandwidth(model: str, cache: Path | None = None) -> tuple[float, str] | None:
-    try:
-        cache = cache or _cache()
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return None
-    entry = data.get(model) if isinstance(data, dict) else None
-    if isinstance(entry, dict) and entry.get("gbps"):
-        return float(entry["gbps"]), f"measured on this machine ({entry.get('how', 'recorded')}, {entry.get('date')})"
-    return None
+    entry = host_bandwidth.cached_entry(model, cache)
+    return (float(entry["gbps"]), host_bandwidth.describe(entry)) if entry else None
 
 
 def record_bandwidth(model: str, gbps: float, how: str, cache: Path | None = None) -> None:
-    """Store a measured bandwidth for this CPU model (atomic write)."""
-    cache = cache or _cache()
-    try:
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[model] = {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d")}
-    write_json(cache, data, mkdir=True, indent=1)
+    """Store a bandwidth the user measured (e.g. with STREAM) for this CPU model (atomic write). It is the user's
+    statement: kept as recorded, never replaced by the probe (which under-reads a many-channel server)."""
+    host_bandwidth.store(model, {"gbps": round(gbps, 2), "how": how, "date": time.strftime("%Y-%m-%d"),
+                                 "recorded": True}, cache)
 
 
-def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
-    """STREAM-copy-like: best of `repeats` copies of a `mib` MiB array (read + write bytes counted). Single-threaded
-    numpy, so it under-reads a many-channel server: record it only as a lower bound there."""
-    import numpy as np
+def measure_bandwidth() -> float:
+    """A stable figure now (qfit/host_bandwidth.py: repeated until the last runs agree), in GB/s."""
+    return host_bandwidth.measure()["gbps"]
 
-    src = np.ones(mib * 2**20 // 8)
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * src.nbytes / best / 1e9
+
+def _bandwidth(model: str, cache: Path | None, measure: bool) -> tuple[float, str] | None:
+    """A recorded measurement (re-measured first when stale or flagged, if `measure`), else the platform table, else
+    a measurement now (if `measure`)."""
+    entry, table = host_bandwidth.cached_entry(model, cache), table_bandwidth(model)
+    stale = entry is not None and host_bandwidth.needs_measuring(entry, host_bandwidth.now(),
+                                                                 host_bandwidth.probe_params())
+    if measure and (stale or (entry is None and table is None)):
+        entry = host_bandwidth.measure()
+        host_bandwidth.store(model, entry, cache)
+    if entry is not None:
+        return float(entry["gbps"]), host_bandwidth.describe(entry)
+    return table
 
 
 def host_accelerator(cpuinfo: str | None = None, meminfo: str | None = None, cache: Path | None = None,
                      measure: bool = False):
-    """The host as an Accelerator (vendor "cpu"). Without a recorded or tabled bandwidth figure, `measure=True` takes
-    one (a ~1 s single-threaded copy, cached per CPU model); otherwise raises QfitError."""
+    """The host as an Accelerator (vendor "cpu"). `measure=True` takes a bandwidth figure (a probe of about a second,
+    cached per CPU model) when none is recorded or tabled, or when the recorded one is stale or flagged
+    (qfit/host_bandwidth.py); without a figure it raises QfitError."""
     from qfit.hardware import Accelerator, Interconnect, Tflops
 
     cpu = parse_cpuinfo(cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo"), os.cpu_count())
     total, avail = parse_meminfo(meminfo if meminfo is not None else _read("/proc/meminfo"))
-    bw = cached_bandwidth(cpu.model, cache) or table_bandwidth(cpu.model)
-    if bw is None and measure:
-        record_bandwidth(cpu.model, measure_bandwidth(), "measured: single-threaded numpy copy (lower bound), "
-                         "taken by qfit on first use", cache)
-        bw = cached_bandwidth(cpu.model, cache)
+    bw = _bandwidth(cpu.model, cache, measure)
     if bw is None:
         raise QfitError(f"no memory-bandwidth figure for {cpu.model!r}: record one with "
                         "`python -c \"from qfit.host import *; c=parse_cpuinfo(open('/proc/cpuinfo').read()); "

@@ -10,14 +10,17 @@ from qfit.cli import cli
 from qfit.profile import calibration
 
 
-def _result(decode, prefill, vendor="cpu", backend="transformers", overlay=None):
-    """A minimal profile.json: decode/prefill are lists of (measured, predicted)."""
+RELIABLE = {"quality": {"reliable": True, "flags": []}}
+
+
+def _result(decode, prefill, vendor="cpu", backend="transformers", overlay=None, speed=RELIABLE):
+    """A minimal profile.json: decode/prefill are lists of (measured, predicted); its speed judged reliable."""
     pred = {"available": True, "accelerator": {"name": "Test CPU (host CPU)", "vendor": vendor}}
     if overlay:
         pred["overlay_factors"] = overlay
     return {"schema": "qfit.profile/1", "created": "2026-11-22T00:00:00+00:00", "backend": backend,
             "device": {"kind": "cpu", "name": "host CPU"}, "model": {"path": "m", "precision": "fp32"},
-            "qfit": {"git_commit": "abc"}, "prediction": pred,
+            "qfit": {"git_commit": "abc"}, "prediction": pred, "speed": speed,
             "comparison": {
                 "decode": [{"batch": i + 1, "measured_tokens_per_s_per_seq": m, "predicted_tokens_per_s_per_seq": p}
                            for i, (m, p) in enumerate(decode)],

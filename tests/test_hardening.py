@@ -72,7 +72,7 @@ NUMERIC_FLAGS = [
     ("size", ["-m", "llama-3-8b", "-u", "4", "--input-len", "1k", "--output-len", "1k"],
      ["--rps", "--min-tokens-per-s", "--max-ttft", "--hours-per-month", "--months", "--max-gpus", "--top"]),
     ("profile", ["x"], ["--ppl-tokens", "--ppl-window", "--limit", "--trials", "--threads", "--tensor-parallel",
-                        "--input-lens", "--batch", "--output-tokens"]),
+                        "--input-len", "--batch", "--output-len"]),
 ]
 CASES = [(cmd, base, flag, value) for cmd, base, flags in NUMERIC_FLAGS for flag in flags for value in NUMBERS
          if not (value == "1.5" and flag in ("--rps", "--min-tokens-per-s", "--max-ttft", "--hours-per-month",

@@ -160,13 +160,30 @@ def test_markdown_renders_na_prediction():
     (["x", "--backend", "tgi"], "unknown backend 'tgi'"),
     (["x", "--plot"], "pass --out DIR"),
     (["x", "--limit", "0"], "--limit must be positive"),
-    (["x", "--output-tokens", "1"], "at least 2"),
+    (["x", "--output-len", "1"], "--output-len must be at least 2"),
+    (["x", "--output-tokens", "1"], "--output-len must be at least 2"),        # the old name, hidden, still read
+    (["x", "--input-lens", "0"], "--input-len must be positive"),
+    (["x", "--input-lens", "8", "--input-len", "9"], "--input-lens is the old name of --input-len: give one"),
+    (["x", "--output-tokens", "8", "--output-len", "9"], "--output-tokens is the old name of --output-len"),
+    (["x", "-b", "smollm2-f32"], "-b is now --batch; use --baseline smollm2-f32"),
+    (["x", "-b", "/models/base"], "-b is now --batch; use --baseline /models/base"),
+    (["x", "-b", "0"], "--batch must be positive"),                              # a number: the usual message
+    (["x", "--batch", "base"], "--batch"),
 ])
 def test_cli_bad_input_is_one_line(args, error):
     res = CliRunner().invoke(cli, ["profile", *args])
     assert res.exit_code == 2, res.output
     assert error in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_renamed_flags_and_the_short_batch_flag():
+    """-b is --batch as in `qfit plan`; the old names work hidden (absent from --help) with a note on stderr."""
+    help_text = CliRunner().invoke(cli, ["profile", "--help"]).output
+    assert "-b, --batch" in help_text and "--input-len " in help_text and "--output-len " in help_text
+    assert "--input-lens" not in help_text and "--output-tokens" not in help_text and "-b, --baseline" not in help_text
+    res = CliRunner().invoke(cli, ["profile", "x", "--batch", "base"])
+    assert "-b is now" not in res.output                 # --batch spelled out: the plain number-list error
 
 
 def test_precision_name_from_config_with_enum_quant_method():

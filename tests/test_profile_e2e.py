@@ -7,6 +7,11 @@ The GPTQ checkpoint (16 x 256-token calibration windows, group size 64) is cache
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,9 +20,10 @@ from qfit.cli import cli
 from qfit.profile.report import validate
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
 
-FAST = ["--eval", "ppl,kl,piqa", "--limit", "10", "--ppl-tokens", "512", "--ppl-window", "256", "--input-lens", "32",
-        "--batch", "1,2", "--output-tokens", "4", "--trials", "2", "--warmup", "1", "--threads", "2", "--device", "cpu"]
+FAST = ["--eval", "ppl,kl,piqa", "--limit", "10", "--ppl-tokens", "512", "--ppl-window", "256", "--input-len", "32",
+        "--batch", "1,2", "--output-len", "4", "--trials", "2", "--warmup", "1", "--threads", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +109,45 @@ def test_text_too_short_for_the_window(tmp_path, smollm2_dir):
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error: text too short for the window: 6 tokens < window 512")
     assert "Traceback" not in res.output
+
+
+TINY = ["--input-len", "16", "--batch", "1", "--output-len", "3", "--trials", "2", "--warmup", "0", "--threads", "1",
+        "--device", "cpu"]
+
+
+def test_json_stays_pure_with_gptqmodel_loaded_and_weight_bytes_agree(gptq_dir):
+    """The real CLI in a subprocess (real file descriptors): GPTQModel's banner and INFO lines, transformers' warnings
+    go to stderr and stdout parses as JSON. The weight bytes profile reports are inspect's and the safetensors'."""
+    from qfit.model.headers import read_header
+    from qfit.quantize.inspect import inspect_checkpoint
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = ["profile", str(gptq_dir), "--eval", "ppl", "--ppl-tokens", "128", "--ppl-window", "64", *TINY, "--json"]
+    proc = subprocess.run([sys.executable, "-m", "qfit", *args], env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(proc.stdout)                                   # nothing but the JSON on stdout
+    assert "GPT-QModel" in proc.stderr                            # the library did print: on stderr
+    header = read_header(gptq_dir / "model.safetensors")
+    spans = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in header.values())
+    assert d["model"]["weight_bytes"] == inspect_checkpoint(gptq_dir).tensor_bytes == spans
+    assert d["model"]["loaded_bytes"] > spans                     # fp32 embedding in memory, fp16 in the file
+    whole, phase = d["memory"]["process_peak_rss"], d["memory"]["speed_phase_peak"]
+    assert whole["kind"] == phase["kind"] == "process-peak-rss" and whole["bytes"] >= phase["bytes"] > spans
+    assert "whole run" in whole["scope"] and "MODEL alone" in phase["scope"]
+    assert set(d["speed"]["quality"]) >= {"reliable", "flags", "max_cv", "thresholds"}
+    assert d["speed"]["conditions"]["threads"] == 1 and d["speed"]["conditions"]["logical_cpus"] == os.cpu_count()
+
+
+def test_progress_lines_go_to_stderr_when_it_is_not_a_terminal(smollm2_dir):
+    """CliRunner's streams are not terminals: a line per stage (and the renamed flag's note) on stderr, none on
+    stdout."""
+    args = ["profile", str(smollm2_dir), "--eval", "none", *TINY, "--json"]
+    args[args.index("--input-len")] = "--input-lens"              # the old name still works, with a note
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    json.loads(res.stdout)
+    for stage in ("loading model", "planner prediction", "speed"):
+        assert f"qfit profile: {stage}" in res.stderr and f"qfit profile: {stage}" not in res.stdout
+    assert re.search(r"qfit profile: speed: done 4/4 in [\d.]+s", res.stderr)
+    assert "note: --input-lens is now --input-len" in res.stderr

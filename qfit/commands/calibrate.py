@@ -1,4 +1,5 @@
-"""`qfit calibrate RESULTS...`: fit speed factors per engine x device family from profile results, write a user overlay."""
+"""`qfit calibrate RESULTS...`: fit speed factors per engine x device family from profile results, write a user overlay;
+`qfit calibrate --reset`: undo the last calibration."""
 
 from __future__ import annotations
 
@@ -9,23 +10,40 @@ import click
 
 
 @click.command("calibrate")
-@click.argument("results", nargs=-1, required=True)
+@click.argument("results", nargs=-1)
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="Overlay file to write (one engine). Default: ~/.config/qfit/engines/<engine>.yaml.")
-@click.option("--dry-run", is_flag=True, help="Show the fit, write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
-def calibrate(results, out, dry_run, as_json):
-    """Fold profile.json RESULTS (files or --out folders) into engine efficiency overlays, showing the error before/after.
+              help="Overlay file to write or reset (one engine). Default: ~/.config/qfit/engines/<engine>.yaml.")
+@click.option("--dry-run", is_flag=True, help="Show the fit and its effect on the reference plans (or what --reset "
+                                              "would remove); write nothing.")
+@click.option("--accept-unreliable", is_flag=True,
+              help="Fold in results whose speed measurement was flagged unreliable (or never assessed).")
+@click.option("--reset", is_flag=True, help="Undo the last calibration: restore the overlay it replaced, or remove it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit (or the reset) as JSON.")
+def calibrate(results, out, dry_run, accept_unreliable, reset, as_json):
+    """Fold profile.json RESULTS (files or --out folders) into engine efficiency overlays, showing the error
+    before/after and what the factors change in a few reference plans before writing.
 
-    The repository's reviewed profiles (profiles/engines/) are never edited: factors go to a user overlay.
+    Results whose speed was flagged unreliable by `qfit profile` are refused unless --accept-unreliable is given.
+    The repository's reviewed profiles (profiles/engines/) are never edited: factors go to a user overlay, and
+    `qfit calibrate --reset` undoes the last write (run it again to step further back).
     """
     from qfit.errors import QfitError
+
+    if reset:
+        if results:
+            raise QfitError("--reset takes no RESULTS: it undoes the last calibration of each overlay (or of --out)")
+        return _reset(out, dry_run, as_json)
+    if not results:
+        raise QfitError("no RESULTS: pass profile.json files or `qfit profile --out` folders (or --reset)")
     from qfit.paths import overlay_dir
     from qfit.profile.calibration import fit, read_results, write_overlay
+    from qfit.profile.calibration_preview import preview
 
-    fits = fit(read_results(list(results)))
+    fits = fit(read_results(list(results)), accept_unreliable=accept_unreliable)
     if out and len({f["engine"] for f in fits}) > 1:
         raise QfitError("--out names one file but the results cover several engines: calibrate one engine at a time")
+    for f in fits:
+        f["preview"] = preview(f, f["accelerator"])
     written = []
     if not dry_run:
         for f in fits:
@@ -34,8 +52,15 @@ def calibrate(results, out, dry_run, as_json):
     if as_json:
         click.echo(json.dumps({"fits": fits, "written": written}, indent=2))
         return
+    _render(fits, written, dry_run)
+
+
+def _render(fits: list[dict], written: list[str], dry_run: bool) -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
+    console = Console(width=None if sys.stdout.isatty() else 120)
     table = Table(title="speed calibration (factor = median measured/predicted; error = median |pred/meas - 1|)")
     for head in ("engine", "family", "figure", "points", "factor", "error before", "error after"):
         table.add_column(head)
@@ -44,7 +69,55 @@ def calibrate(results, out, dry_run, as_json):
             if f[key]:
                 table.add_row(f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
                               f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %")
-    import sys
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    console.print(table)
+    for f in fits:
+        console.print(_preview_table(f))
+        for s in f["sources"]:
+            if s["measurement"] != "reliable":
+                console.print(f"note: {s['file']} {s['measurement']}", markup=False)
     for p in written:
-        click.echo(f"wrote {p}")
+        click.echo(f"wrote {p} (undo: qfit calibrate --reset)")
+    if dry_run:
+        click.echo("dry run: nothing written")
+
+
+def _preview_table(f: dict):
+    from rich.table import Table
+    pv = f["preview"]
+    t = Table(title=f"{f['engine']} on {pv['accelerator']}: reference plans, tokens/s before -> after this fit")
+    for head in ("model", "precision", "batch", "in/out tokens", "prefill tok/s", "decode tok/s/seq"):
+        t.add_column(head)
+    for r in pv["rows"]:
+        cells = [r["model"], r["precision"], str(r["batch"]), f"{r['input_len']}/{r['output_len']}"]
+        if "reason" in r:
+            t.add_row(*cells, f"n/a: {r['reason']}"[:60], "")
+            continue
+        b, a = r["before"], r["after"]
+        t.add_row(*cells, f"{b['prefill_tokens_per_s']:,.1f} -> {a['prefill_tokens_per_s']:,.1f}",
+                  f"{b['decode_tokens_per_s']:,.2f} -> {a['decode_tokens_per_s']:,.2f}")
+    if pv.get("reason"):
+        t.caption = pv["reason"]
+    return t
+
+
+def _reset(out: str | None, dry_run: bool, as_json: bool) -> None:
+    from qfit.errors import QfitError
+    from qfit.paths import overlay_dir
+    from qfit.profile.calibration import reset_overlay
+
+    paths = [Path(out)] if out else sorted(overlay_dir().glob("*.yaml"))
+    if not paths:
+        raise QfitError(f"no calibration overlays in {overlay_dir()}: nothing to reset")
+    done = [reset_overlay(p, dry_run) for p in paths]
+    if as_json:
+        click.echo(json.dumps({"reset": done, "dry_run": dry_run}, indent=2))
+        return
+    for d in done:
+        verb = d["action"] if not dry_run else "would " + d["action"].removesuffix("d")
+        now = (f"; in force after it: {_factors_text(d['now'])}" if d["now"]
+               else "; plans use the reviewed profiles (profiles/engines/) again")
+        click.echo(f"{verb} {d['path']}: factors removed {_factors_text(d['removed']) or '(none)'}{now}")
+
+
+def _factors_text(factors: dict) -> str:
+    return ", ".join(f"{fam} " + " ".join(f"{k} x{v:g}" for k, v in fs.items()) for fam, fs in factors.items())

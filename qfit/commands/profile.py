@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,31 +12,38 @@ import click
 from qfit.units import parse_int_list, parse_positive_int, parse_tokens
 
 
-def _progress_factory(enabled: bool):
-    """progress(description, total) -> context manager yielding tick(); rich bars on stderr, silent when disabled."""
-    @contextlib.contextmanager
-    def progress(description: str, total: int):
-        if not enabled:
-            yield lambda: None
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda: bar.advance(task)
-    return progress
+class _ProfileCommand(click.Command):
+    """Remembers whether the short flag -b was typed: it meant --baseline before it meant --batch."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["qfit.short_b"] = any(a == "-b" or (a.startswith("-b") and not a.startswith("--")) for a in args)
+        return super().parse_args(ctx, args)
 
 
-@click.command("profile")
+def _batches(value: str, short_b: bool) -> list[int]:
+    from qfit.errors import QfitError
+    try:
+        return parse_int_list(value, "--batch", 4096)
+    except QfitError:
+        if short_b and re.search(r"[^\d,\s.+eE-]", value):   # a name or path, not a mistyped number list
+            raise QfitError(f"-b is now --batch; use --baseline {value}") from None
+        raise
+
+
+def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_flag: str, notes: list[str]):
+    """A flag renamed in this release: the old spelling still works (hidden), once, with a note on stderr."""
+    from qfit.errors import QfitError
+    if old_value is None:
+        return ctx.params[new_key]
+    if ctx.get_parameter_source(new_key) is not click.core.ParameterSource.DEFAULT:
+        raise QfitError(f"{old_flag} is the old name of {new_flag}: give one of them")
+    notes.append(f"note: {old_flag} is now {new_flag} (the old name is accepted until the next release)")
+    return old_value
+
+
+@click.command("profile", cls=_ProfileCommand)
 @click.argument("model")
-@click.option("--baseline", "-b", "baseline", help="Reference model (float checkpoint) scored with the same protocol.")
+@click.option("--baseline", "baseline", help="Reference model (float checkpoint) scored with the same protocol.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--backend", default="transformers", show_default=True,
               help="transformers | vllm | llama.cpp (the engine names of `qfit plan --engine`; hf, llamacpp accepted).")
@@ -53,9 +60,14 @@ def _progress_factory(enabled: bool):
 @click.option("--bos", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Prepend BOS to each window/prompt (auto: as the tokenizer does by default).")
 @click.option("--limit", default="200", show_default=True, help="Questions per task (first N, file order).")
-@click.option("--input-lens", default="128,512,2048", show_default=True, help="Prefill prompt lengths.")
-@click.option("--batch", "batches", default="1,4,16", show_default=True, help="Decode batch sizes.")
-@click.option("--output-tokens", default="128", show_default=True, help="Decoded tokens per decode trial.")
+@click.option("--input-len", "input_lens", default="128,512,2048", show_default=True,
+              help="Prefill prompt lengths in tokens (a comma list); decode runs after the shortest.")
+@click.option("--input-lens", "old_input_lens", hidden=True)
+@click.option("--batch", "-b", "batches", default="1,4,16", show_default=True,
+              help="Decode batch sizes (a comma list).")
+@click.option("--output-len", "output_tokens", default="128", show_default=True,
+              help="Tokens decoded per decode trial.")
+@click.option("--output-tokens", "old_output_tokens", hidden=True)
 @click.option("--trials", default="5", show_default=True)
 @click.option("--warmup", default="2", show_default=True)
 @click.option("--threads", help="CPU threads for torch / llama.cpp (default: the library's).")
@@ -67,13 +79,20 @@ def _progress_factory(enabled: bool):
 @click.option("--plot", is_flag=True, help="With --out: also write PNG plots.")
 @click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
 def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
-            input_lens, batches, output_tokens, trials, warmup, threads, no_speed, tensor_parallel, trust_remote_code,
-            as_json, out, plot, force):
-    """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction."""
+            input_lens, old_input_lens, batches, output_tokens, old_output_tokens, trials, warmup, threads, no_speed,
+            tensor_parallel, trust_remote_code, as_json, out, plot, force):
+    """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction.
+
+    Progress goes to stderr (bars on a terminal, a line per stage and at most every 30 s otherwise); stdout carries
+    only the result (--json: nothing but the JSON, whatever the libraries print)."""
     from qfit.errors import QfitError
     from qfit.profile.backends import backend_name, require
     from qfit.profile.run import ProfileOptions, parse_evals
 
+    ctx = click.get_current_context()
+    notes: list[str] = []
+    input_lens = _renamed(ctx, "input_lens", "--input-len", old_input_lens, "--input-lens", notes)
+    output_tokens = _renamed(ctx, "output_tokens", "--output-len", old_output_tokens, "--output-tokens", notes)
     if plot and not out:
         raise QfitError("--plot writes PNG files: pass --out DIR too")
     require(backend_name(backend))  # a missing engine fails before anything is loaded
@@ -82,21 +101,27 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         evals=parse_evals(evals or ("ppl,kl,piqa,mmlu" if baseline else "ppl,piqa,mmlu"), baseline is not None), text=text,
         ppl_tokens=parse_tokens(ppl_tokens, "--ppl-tokens"), ppl_window=parse_tokens(ppl_window, "--ppl-window"),
         ppl_stride=parse_tokens(ppl_stride, "--ppl-stride") if ppl_stride is not None else None, bos=bos,
-        limit=parse_positive_int(limit, "--limit"), input_lens=parse_int_list(input_lens, "--input-lens", 1 << 20),
-        batches=parse_int_list(batches, "--batch", 4096), output_tokens=parse_positive_int(output_tokens, "--output-tokens"),
+        limit=parse_positive_int(limit, "--limit"), input_lens=parse_int_list(input_lens, "--input-len", 1 << 20),
+        batches=_batches(batches, ctx.meta.get("qfit.short_b", False)),
+        output_tokens=parse_positive_int(output_tokens, "--output-len"),
         trials=parse_positive_int(trials, "--trials", 1000), warmup=int(warmup) if str(warmup) == "0"
         else parse_positive_int(warmup, "--warmup", 1000), threads=parse_positive_int(threads, "--threads", 1024)
         if threads is not None else None, speed=not no_speed, tensor_parallel=parse_positive_int(tensor_parallel, "--tensor-parallel", 64),
         trust_remote_code=trust_remote_code)
     if opts.speed and opts.output_tokens < 2:
-        raise QfitError("--output-tokens must be at least 2 (TPOT needs a second token)")
+        raise QfitError("--output-len must be at least 2 (TPOT needs a second token)")
     if opts.baseline is None and not opts.evals and not opts.speed:
         raise QfitError("nothing to do: --eval none and --no-speed")
     _check_paths(opts, out, force, plot)
+    from qfit.profile.progress import stderr_progress
     from qfit.profile.report import render_rich, validate, write_outputs
     from qfit.profile.run import run_profile
+    from qfit.stdio import stdout_to_stderr
 
-    result = run_profile(opts, _progress_factory(not as_json and sys.stderr.isatty()))
+    for note in notes:
+        click.echo(note, err=True)
+    with stdout_to_stderr():       # GPTQModel's banner, transformers' warnings: stderr, whatever fd they write to
+        result = run_profile(opts, stderr_progress())
     validate(result)
     if out:
         for p in write_outputs(result, Path(out), force, plot):

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import click
 
 from qfit.errors import QfitError
+from qfit.stdio import stdout_to_stderr
 
 
 def _group_size(value: str) -> int:
@@ -21,25 +19,6 @@ def _group_size(value: str) -> int:
         return int(value)
     except ValueError:
         raise QfitError(f"--group-size {value!r}: expected one of {', '.join(map(str, GROUP_SIZES['gptq']))}") from None
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """GPTQModel and transformers print progress and tables on stdout (file descriptor 1, not only sys.stdout):
-    route fd 1 to stderr while they run so stdout carries only qfit's result (--json stays parseable)."""
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no real fd 1 (e.g. captured by a test runner): nothing to redirect
-        yield
-        return
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _terminate(signum, frame):  # SIGTERM -> same cleanup path as Ctrl-C (temp folder removed)
@@ -103,7 +82,7 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
     console = Console(stderr=True)  # progress and library chatter on stderr: stdout stays clean for --json
     signal.signal(signal.SIGTERM, _terminate)
     bar, factory = _rich_progress(console)
-    with _stdout_to_stderr(), bar:
+    with stdout_to_stderr(), bar:
         report = run_quantize(model, out, job, device=device, force=force, progress=factory,
                               trust_remote_code=trust_remote_code)
     if as_json:

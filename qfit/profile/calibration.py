@@ -21,6 +21,11 @@ profiles, i.e. to the reviewed profiles in profiles/engines/ when the planner ap
 record overlay use in its assumptions; this code multiplies an existing overlay factor in when a profile says it
 was predicted with one: prediction["overlay_factors"]). The repo's reviewed profiles are never edited.
 Error = median |predicted/measured - 1| in %, before and after applying the factor.
+
+Only trusted measurements are folded in: a result whose speed `qfit profile` flagged unreliable (CV, CPU steal,
+thread over-subscription: qfit/profile/reliability.py), or one measured before that check existed, is refused unless
+the caller accepts it explicitly (`--accept-unreliable`, recorded in the overlay's sources). Each write keeps the
+overlay it replaces as <engine>.yaml.prev, so `qfit calibrate --reset` undoes the last calibration.
 """
 
 from __future__ import annotations
@@ -98,7 +103,10 @@ def _engine(path: str, res: dict) -> str:
 
 def collect_points(results: list[tuple[str, dict]]) -> dict:
     """{(engine, family): {"decode": [(measured, predicted)], "prefill": [...], "sources": [...], "devices": set}}."""
-    groups: dict = defaultdict(lambda: {"decode": [], "prefill": [], "sources": [], "devices": set()})
+    from qfit.profile.reliability import verdict
+
+    groups: dict = defaultdict(lambda: {"decode": [], "prefill": [], "sources": [], "devices": set(),
+                                        "accelerators": set()})
     for path, res in results:
         comp = res.get("comparison") or {}
         pred = res.get("prediction") or {}
@@ -107,15 +115,40 @@ def collect_points(results: list[tuple[str, dict]]) -> dict:
         prior = pred.get("overlay_factors") or {}
         prior = prior if isinstance(prior, dict) else {}
         g = groups[(_engine(path, res), family_of(res))]
-        g["decode"] += _pairs(path, comp.get("decode", []), "measured_tokens_per_s_per_seq",
-                              "predicted_tokens_per_s_per_seq", _rate(path, "overlay decode", prior.get("decode", 1.0)))
-        g["prefill"] += _pairs(path, comp.get("prefill", []), "measured_tokens_per_s", "predicted_tokens_per_s",
-                               _rate(path, "overlay prefill", prior.get("prefill", 1.0)))
+        decode = _pairs(path, comp.get("decode", []), "measured_tokens_per_s_per_seq",
+                        "predicted_tokens_per_s_per_seq", _rate(path, "overlay decode", prior.get("decode", 1.0)))
+        prefill = _pairs(path, comp.get("prefill", []), "measured_tokens_per_s", "predicted_tokens_per_s",
+                         _rate(path, "overlay prefill", prior.get("prefill", 1.0)))
+        if not decode and not prefill:
+            continue
+        g["decode"] += decode
+        g["prefill"] += prefill
         g["devices"].add(str((res.get("device") or {}).get("name", "?")))
+        g["accelerators"].add(_accelerator_ref(res))
+        trusted, why = verdict(res)
         g["sources"].append({"file": path, "created": res.get("created"), "model": (res.get("model") or {}).get("path"),
                              "precision": (res.get("model") or {}).get("precision"),
-                             "qfit_commit": (res.get("qfit") or {}).get("git_commit")})
+                             "qfit_commit": (res.get("qfit") or {}).get("git_commit"),
+                             "measurement": "reliable" if trusted else f"accepted although {why}"})
     return groups
+
+
+def _accelerator_ref(res: dict) -> str:
+    """A name the planner resolves to the device a result ran on: `cpu` for the host, else its catalog key."""
+    acc = (res.get("prediction") or {}).get("accelerator") or {}
+    acc = acc if isinstance(acc, dict) else {}
+    if family_of(res) == "cpu":
+        return "cpu"
+    return str(acc.get("key") or acc.get("name") or "?")[:80]
+
+
+def refuse_untrusted(groups: dict) -> None:
+    """One line naming the first untrusted result, why, and the way out."""
+    bad = [s for g in groups.values() for s in g["sources"] if s["measurement"] != "reliable"]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise QfitError(f"refusing {bad[0]['file']}{more}: {bad[0]['measurement'].removeprefix('accepted although ')}; "
+                        "re-profile on a quiet machine, or pass --accept-unreliable to fold it in anyway")
 
 
 def fit_factor(points: list[tuple[float, float]]) -> dict | None:
@@ -128,14 +161,21 @@ def fit_factor(points: list[tuple[float, float]]) -> dict | None:
     return {"factor": factor, "points": len(points), "error_before_pct": before, "error_after_pct": after}
 
 
-def fit(results: list[tuple[str, dict]]) -> list[dict]:
+def fit(results: list[tuple[str, dict]], accept_unreliable: bool = False) -> list[dict]:
+    """Factors per engine x family. Results whose speed was flagged unreliable (or never assessed) are refused, not
+    down-weighted: contention slows every row of a run alike, so its points agree with each other and a median over
+    them does not resist it; there is no principled weight for a run known to measure the wrong thing."""
     fits = []
-    for (engine, family), g in sorted(collect_points(results).items()):
+    groups = collect_points(results)
+    if not accept_unreliable:
+        refuse_untrusted(groups)
+    for (engine, family), g in sorted(groups.items()):
         dec, pre = fit_factor(g["decode"]), fit_factor(g["prefill"])
         if not dec and not pre:
             continue
         fits.append({"engine": engine, "family": family, "decode": dec, "prefill": pre,
-                     "devices": sorted(g["devices"]), "sources": g["sources"]})
+                     "devices": sorted(g["devices"]), "accelerator": min(g["accelerators"]),
+                     "sources": g["sources"]})
     if not fits:
         raise QfitError("no measured-vs-predicted pairs in these results: profile with the planner available "
                         "(the prediction must not be n/a) and with speed measured")
@@ -154,17 +194,60 @@ def overlay_entry(f: dict) -> dict:
     return entry
 
 
+def previous_of(path: Path) -> Path:
+    """Where write_overlay keeps the overlay it replaced (the planner reads only <engine>.yaml)."""
+    return path.with_name(path.name + ".prev")
+
+
 def write_overlay(f: dict, path: Path) -> Path:
-    """Merge this engine x family entry into the overlay file (other families kept); atomic write."""
+    """Merge this engine x family entry into the overlay file (other families kept); atomic write. The file it
+    replaces is kept beside it (`previous_of`) so `qfit calibrate --reset` can restore it."""
     import yaml
-    data = {}
+    data, old = {}, None
     if path.is_file():
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            old = path.read_text(encoding="utf-8")
+            data = yaml.safe_load(old) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise QfitError(f"cannot read overlay {path}: {exc}") from None
-        if data.get("engine") not in (None, f["engine"]):
+        if not isinstance(data, dict) or data.get("engine") not in (None, f["engine"]):
             raise QfitError(f"{path} is the overlay of engine {data.get('engine')!r}, not {f['engine']!r}")
     data.update({"engine": f["engine"], "written_by": "qfit calibrate"})
     data.setdefault("calibrations", {})[f["family"]] = overlay_entry(f)
+    if old is not None:
+        write_text(previous_of(path), old)
+    elif previous_of(path).exists():
+        previous_of(path).unlink()       # a stale backup must not resurrect an overlay the user removed by hand
     return write_text(path, yaml.safe_dump(data, sort_keys=False), mkdir=True)
+
+
+def _factors(text: str | None) -> dict:
+    """{family: {decode, prefill}} of an overlay's text, for saying what a reset removes (unreadable: {})."""
+    import yaml
+    try:
+        cal = (yaml.safe_load(text or "") or {}).get("calibrations") or {}
+    except (yaml.YAMLError, AttributeError):
+        return {}
+    return {str(fam): {k: e.get(f"{k}_speed_factor") for k in ("decode", "prefill") if f"{k}_speed_factor" in e}
+            for fam, e in cal.items() if isinstance(e, dict)} if isinstance(cal, dict) else {}
+
+
+def reset_overlay(path: Path, dry_run: bool = False) -> dict:
+    """Undo the last `qfit calibrate` of this overlay: restore the file it replaced, or remove the overlay when it
+    replaced none. Atomic: one rename (restore) or one unlink (remove). Returns what was removed and what is now in
+    force."""
+    prev = previous_of(path)
+    if not path.is_file():
+        raise QfitError(f"no calibration overlay at {path}: nothing to reset")
+    try:
+        current, before = path.read_text(encoding="utf-8"), prev.read_text(encoding="utf-8") if prev.is_file() else None
+    except OSError as exc:
+        raise QfitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not dry_run:
+        if before is not None:
+            write_text(path, before)
+            prev.unlink()
+        else:
+            path.unlink()
+    return {"path": str(path), "action": "restored" if before is not None else "removed",
+            "removed": _factors(current), "now": _factors(before) if before is not None else {}}

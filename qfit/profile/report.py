@@ -126,6 +126,52 @@ def speed_rows(result: dict) -> tuple[list[list[str]], list[list[str]]]:
     return pre, dec
 
 
+def quality_line(result: dict) -> str | None:
+    """The speed measurement's verdict and the machine's state during it (None without a speed section)."""
+    speed = result.get("speed")
+    if not speed:
+        return None
+    q, c = speed.get("quality") or {}, speed.get("conditions") or {}
+    if not q:
+        return "Speed measurement quality: not assessed (a result from a qfit older than the check)."
+    flagged = "FLAGGED UNRELIABLE (qfit calibrate refuses it): " + "; ".join(q["flags"])
+    verdict = "reliable" if q["reliable"] else flagged
+    load = c.get("load_avg_before"), c.get("load_avg_after")
+    machine = [f"load average {load[0][0] if load[0] else 'n/a'} -> {load[1][0] if load[1] else 'n/a'}"]
+    if c.get("other_load_cores") is not None:
+        machine.append(f"other processes {c['other_load_cores']:.2f} cores, steal {c['steal_pct']:.1f} %")
+    machine.append(f"threads {c.get('threads') or 'n/a'} on {c.get('logical_cpus')} CPUs")
+    worst = f"max CV {100 * q['max_cv']:.1f} % ({q['worst_row']}); " if q.get("max_cv") is not None else ""
+    return f"Speed measurement quality: {verdict}. {worst}" + ", ".join(machine) + "."
+
+
+def _gib(n) -> str:
+    return _f(n / 2**30 if n else None, "{:.2f}") + " GiB"
+
+
+MEMORY_KINDS = {"device-allocator": "device allocator peak", "device-used": "device memory in use",
+                "process-peak-rss": "process peak RSS", "process-rss": "process peak RSS"}
+
+
+def memory_line(result: dict) -> str | None:
+    """Every peak-memory figure with what it is."""
+    mem, speed = result.get("memory"), (result.get("speed") or {}).get("peak_memory")
+    parts = []
+    if mem:
+        whole = mem["process_peak_rss"]
+        parts.append(f"process peak RSS {_gib(whole['bytes'])} ({whole['scope']})")
+    if speed:
+        what = MEMORY_KINDS.get(speed.get("kind"), str(speed.get("kind")))
+        parts.append(f"{what} {_gib(speed['bytes'])} ({speed.get('scope', speed.get('how'))})")
+    return ("Peak memory: " + "; ".join(parts) + ".") if parts else None
+
+
+def weights_text(info: dict) -> str:
+    loaded = info.get("loaded_bytes")
+    return (f"{_f(info.get('weight_bytes'), '{:,}')} weight bytes in the checkpoint"
+            + (f", {loaded:,} bytes loaded in memory at {info.get('dtype')}" if loaded else ""))
+
+
 PREFILL_HEAD = ["input tokens", "prefill tok/s", "p50", "CV", "predicted", "measured/predicted"]
 DECODE_HEAD = ["batch", "decode tok/s/seq", "tok/s total", "CV", "TPOT ms mean/p50/p90/p99", "TTFT ms",
                "achieved GB/s (of device)", "predicted tok/s/seq", "measured/predicted"]
@@ -142,7 +188,7 @@ def render_markdown(result: dict) -> str:
     m, b = result["model"], result["baseline"]
     out = [f"## qfit profile: `{Path(m['path']).name}`" + (f" vs `{Path(b['path']).name}`" if b else ""),
            "",
-           f"- model: `{m['path']}` ({m['precision']}, {_f(m.get('weight_bytes'), '{:,}')} weight bytes)",
+           f"- model: `{m['path']}` ({m['precision']}, {weights_text(m)})",
            f"- baseline: `{b['path']}` ({b['precision']})" if b else "- baseline: none",
            f"- backend {result['backend']} on {result['device']['name']} ({result['device']['kind']}), "
            f"threads {result['device'].get('threads')}; " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
@@ -159,11 +205,12 @@ def render_markdown(result: dict) -> str:
     if result["speed"]:
         pre, dec = speed_rows(result)
         pr = result["speed"]["protocol"]
-        mem = result["speed"]["peak_memory"]
-        out += ["", "### Speed", "", f"{pr['warmup']} warmup + {pr['trials']} trials; decode after a "
-                f"{pr['decode_prompt_len']}-token prompt, {pr['output_tokens']} output tokens.", "",
-                _md_table(PREFILL_HEAD, pre), "", _md_table(DECODE_HEAD, dec), "",
-                f"Peak memory: {_f(mem.get('bytes') and mem['bytes'] / 2**30, '{:.2f}')} GiB ({mem['kind']}: {mem['how']})."]
+        protocol = (f"{pr['warmup']} warmup + {pr['trials']} trials; decode after a {pr['decode_prompt_len']}-token "
+                    f"prompt, {pr['output_tokens']} output tokens.")
+        out += ["", "### Speed", "", protocol, "",
+                _md_table(PREFILL_HEAD, pre), "", _md_table(DECODE_HEAD, dec), "", quality_line(result)]
+    if memory_line(result):
+        out += ["", memory_line(result)]
     pred = result["prediction"]
     out += ["", "Planner prediction: " + ("available" if pred.get("available") else f"n/a ({pred.get('reason')})")]
     out += ["", "Methods: " + "; ".join(result["methods"])]
@@ -189,6 +236,9 @@ def render_rich(result: dict, console) -> None:
             for r in body:
                 t.add_row(*r)
             console.print(t)
+    for line in (quality_line(result), memory_line(result)):
+        if line:
+            console.print(line, markup=False)
     pred = result["prediction"]
     if not pred.get("available"):
         console.print(f"planner prediction n/a: {pred.get('reason')}")

@@ -16,6 +16,13 @@ METHODS = [
     "ppl ratio = exp(mean paired NLL difference), 95 % CI from its SE",
     "speed: warmup then trials; mean/p50/p90/p99 (linear interpolation), std (n-1), CV = std/mean across trials",
     "achieved bandwidth = (weight bytes read per step + KV bytes at mean context) / mean TPOT",
+    ("speed quality: flagged when a row's CV > max_cv, CPU steal > max_steal_pct, threads > free cores + slack, or "
+     "trials < min_trials (profiles/planner/measurement.yaml); free cores = logical CPUs - other processes' load "
+     "(/proc/stat busy time - this process's CPU time, over the speed phase)"),
+    ("weight bytes: the checkpoint's safetensors tensors (headers), tied weights once; loaded bytes: parameters and "
+     "buffers in memory at the compute dtype"),
+    ("memory: process peak RSS (getrusage ru_maxrss) after the speed phase (MODEL alone) and at the end (whole run); "
+     "on a GPU also the device allocator's peak over the speed phase"),
 ]
 
 
@@ -59,10 +66,13 @@ def parse_evals(text: str, has_baseline: bool) -> list[str]:
     return out
 
 
-def _open(opts: ProfileOptions, ref: str):
+def _open(opts: ProfileOptions, ref: str, role: str, progress):
     from qfit.profile.backends import open_backend
-    return open_backend(opts.backend, ref, device=opts.device, dtype=opts.dtype, threads=opts.threads,
-                        trust_remote_code=opts.trust_remote_code, tensor_parallel=opts.tensor_parallel)
+    with progress(f"loading {role} {ref}", 1) as tick:
+        backend = open_backend(opts.backend, ref, device=opts.device, dtype=opts.dtype, threads=opts.threads,
+                               trust_remote_code=opts.trust_remote_code, tensor_parallel=opts.tensor_parallel)
+        tick()
+    return backend
 
 
 def _accuracy(opts: ProfileOptions, model, base, progress) -> dict:
@@ -105,13 +115,22 @@ def _lmeval(task: str, model, base, limit) -> dict:
     return out
 
 
-def _speed(opts: ProfileOptions, model, prediction: dict, progress) -> dict:
+def _speed(opts: ProfileOptions, model, prediction: dict, device: dict, progress) -> dict:
+    """The timed runs, with what the machine was doing meanwhile and the verdict on them (qfit.profile.reliability)."""
+    import os
+
+    from qfit.profile.conditions import conditions, snapshot
+    from qfit.profile.reliability import assess, thresholds
     from qfit.profile.speed import run_speed, speed_steps
     steps = speed_steps(opts.input_lens, opts.batches, opts.trials, opts.warmup)
+    before = snapshot()
     with progress("speed", steps) as tick:
-        return run_speed(model, input_lens=opts.input_lens, batches=opts.batches, output_tokens=opts.output_tokens,
-                         trials=opts.trials, warmup=opts.warmup, device_gbps=prediction.get("bandwidth_gbps"),
-                         progress=tick)
+        speed = run_speed(model, input_lens=opts.input_lens, batches=opts.batches, output_tokens=opts.output_tokens,
+                          trials=opts.trials, warmup=opts.warmup, device_gbps=prediction.get("bandwidth_gbps"),
+                          progress=tick)
+    speed["conditions"] = conditions(before, snapshot(), os.cpu_count() or 1, device.get("threads"))
+    speed["quality"] = assess(speed, speed["conditions"], device["kind"], thresholds())
+    return speed
 
 
 def _predict(opts: ProfileOptions, model) -> dict:
@@ -154,27 +173,33 @@ def check_positions(opts: ProfileOptions, info) -> None:
     if ("ppl" in opts.evals or "kl" in opts.evals) and opts.ppl_window > limit:
         raise QfitError(f"--ppl-window {opts.ppl_window:,} exceeds the {limit:,} positions of {info.path}")
     if longest > limit:
-        raise QfitError(f"--input-lens up to {max(opts.input_lens):,} + --output-tokens {opts.output_tokens} = "
+        raise QfitError(f"--input-len up to {max(opts.input_lens):,} + --output-len {opts.output_tokens} = "
                         f"{longest:,} exceed the {limit:,} positions of {info.path}")
 
 
 def run_profile(opts: ProfileOptions, progress: Callable) -> dict:
-    """Speed first with MODEL alone (so peak memory is MODEL's), then BASE is loaded for the paired quality runs."""
+    """Speed first with MODEL alone (so the speed phase's memory is MODEL's), then BASE is loaded for the paired
+    quality runs; the process's peak memory over the whole run is recorded at the end."""
     from qfit import __version__
     from qfit.profile.predict import compare
     from qfit.profile.report import SCHEMA, git_commit, host_info, library_versions
-    model = _open(opts, opts.model)
+    from qfit.profile.speed import memory_summary
+    model = _open(opts, opts.model, "model", progress)
     check_positions(opts, model.info)
-    prediction = _predict(opts, model)
-    speed = _speed(opts, model, prediction, progress) if opts.speed else None
-    base = _open(opts, opts.baseline) if opts.baseline and opts.evals else None
+    device = _device(model, opts.threads)
+    with progress("planner prediction", 1) as tick:
+        prediction = _predict(opts, model)
+        tick()
+    speed = _speed(opts, model, prediction, device, progress) if opts.speed else None
+    base = _open(opts, opts.baseline, "baseline", progress) if opts.baseline and opts.evals else None
     accuracy = _accuracy(opts, model, base, progress) if opts.evals else {"tasks": []}
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "qfit": {"version": __version__, "git_commit": git_commit()},
-        "host": host_info(), "device": _device(model, opts.threads), "versions": library_versions(model.versions()),
+        "host": host_info(), "device": device, "versions": library_versions(model.versions()),
         "backend": model.name, "options": {k: v for k, v in vars(opts).items()},
         "model": model.info.to_dict(), "baseline": base.info.to_dict() if base else None,
         "methods": METHODS, "accuracy": accuracy, "speed": speed, "prediction": prediction,
         "comparison": compare(speed, prediction),
+        "memory": memory_summary(speed["peak_memory"] if speed else None, model, base is not None),
     }

@@ -19,12 +19,22 @@ from typing import Callable, Sequence
 from qfit.profile.metrics import mean, summarize
 
 
-def process_peak_rss() -> dict:
-    """Peak resident set size of this process (includes model loading: it is the process's high-water mark)."""
+def process_peak_rss(scope: str) -> dict:
+    """Peak resident set size of this process so far: its high-water mark, model loading included."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
-    return {"kind": "process-rss", "bytes": int(peak * scale),
-            "how": "resource.getrusage(RUSAGE_SELF).ru_maxrss: process high-water mark, loading included"}
+    return {"kind": "process-peak-rss", "bytes": int(peak * scale), "scope": scope,
+            "how": "resource.getrusage(RUSAGE_SELF).ru_maxrss: the process's high-water mark (not the device's)"}
+
+
+SPEED_SCOPE = "end of the speed phase: MODEL alone (loading included), before any baseline was loaded"
+
+
+def memory_summary(speed_peak: dict | None, backend, with_baseline: bool) -> dict:
+    """What peaked, said for each figure: the process over the whole run, and the speed phase's figure (the device
+    allocator's on a GPU, else the process's)."""
+    whole = process_peak_rss("whole run: MODEL" + (" and BASE" if with_baseline else "") + " loaded, every evaluation")
+    return {"process_peak_rss": whole, "speed_phase_peak": speed_peak, "device": backend.device}
 
 
 def bandwidth(read_bytes_per_step: float | None, tpot_s: float, device_gbps: float | None) -> dict:

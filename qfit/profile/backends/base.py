@@ -19,13 +19,15 @@ class ModelInfo:
     precision: str  # planner precision name: fp32, bf16, fp16, gptq-int4, gguf-q4_1, ...
     dtype: str
     params: int | None
-    weight_bytes: int | None  # bytes of all weights and quantization buffers as stored on the device
+    weight_bytes: int | None  # bytes of the checkpoint's weights (qfit.model.checkpoint_bytes: tied once) or file
     decode_read_bytes: int | None  # bytes read per decode step, weights only (an untied input embedding is a lookup)
     kv_bytes_per_token: int | None  # K and V over all layers, per sequence and token
     layers: int | None = None
     vocab: int | None = None
     extra: dict = field(default_factory=dict)
     max_positions: int | None = None   # the longest sequence the loaded model takes (config or the engine's context)
+    loaded_bytes: int | None = None    # parameters and buffers in memory (compute dtype), None when not visible
+    weight_bytes_how: str = ""         # what weight_bytes counts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,9 +88,9 @@ class Backend:
         pass
 
     def peak_memory(self) -> dict:
-        """{'kind': 'device-allocator'|'process-rss', 'bytes': int|None, 'how': str}."""
-        from qfit.profile.speed import process_peak_rss
-        return process_peak_rss()
+        """{'kind': 'device-allocator'|'process-peak-rss', 'bytes': int|None, 'scope': str, 'how': str}."""
+        from qfit.profile.speed import SPEED_SCOPE, process_peak_rss
+        return process_peak_rss(SPEED_SCOPE)
 
     def versions(self) -> dict:
         return {}

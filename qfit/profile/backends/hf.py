@@ -47,19 +47,28 @@ def precision_of(config, dtype: str) -> str:
     return float_recipe(_DTYPES[dtype]).name
 
 
-def model_info(folder, model, dtype: str) -> ModelInfo:
-    seen, weight_bytes, params = set(), 0, 0
+def _loaded_bytes(model) -> tuple[int, int]:
+    """(bytes, float parameters) of the parameters and buffers the loaded model holds, shared storage counted once."""
+    seen, total, params = set(), 0, 0
     for t in list(model.parameters()) + list(model.buffers()):
         key = (t.untyped_storage().data_ptr(), t.numel())  # tied weights share storage: count once
         if key in seen:
             continue
         seen.add(key)
-        weight_bytes += t.numel() * t.element_size()
+        total += t.numel() * t.element_size()
         params += t.numel() if t.is_floating_point() else 0
+    return total, params
+
+
+def model_info(folder, model, dtype: str) -> ModelInfo:
+    from qfit.model.checkpoint_bytes import checkpoint_weight_bytes
+
+    loaded, params = _loaded_bytes(model)
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     emb = model.get_input_embeddings().weight
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    decode_read = weight_bytes - (0 if tied else emb.numel() * emb.element_size())
+    # what a decode step reads is what the kernels hold (non-quantized parts at the compute dtype), not the file
+    decode_read = loaded - (0 if tied else emb.numel() * emb.element_size())
     heads = getattr(cfg, "num_attention_heads", None)
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or (cfg.hidden_size // heads if heads else None)
@@ -67,11 +76,16 @@ def model_info(folder, model, dtype: str) -> ModelInfo:
     kv_elt = model.get_input_embeddings().weight.element_size() if emb.is_floating_point() else 2
     kv = 2 * layers * kv_heads * head_dim * kv_elt if layers and kv_heads and head_dim else None
     return ModelInfo(path=str(folder), precision=precision_of(model.config, dtype), dtype=_DTYPES[dtype],
-                     params=params, weight_bytes=weight_bytes, decode_read_bytes=decode_read, kv_bytes_per_token=kv,
-                     layers=layers, vocab=getattr(cfg, "vocab_size", None),
-                     max_positions=getattr(cfg, "max_position_embeddings", None),
+                     params=params, weight_bytes=checkpoint_weight_bytes(folder), decode_read_bytes=decode_read,
+                     kv_bytes_per_token=kv, layers=layers, vocab=getattr(cfg, "vocab_size", None),
+                     max_positions=getattr(cfg, "max_position_embeddings", None), loaded_bytes=loaded,
+                     weight_bytes_how=WEIGHT_BYTES_HOW,
                      extra={"tied_embeddings": tied, "architecture": (model.config.architectures or ["?"])[0],
                             "quantization_config": _qc_dict(model.config)})
+
+
+WEIGHT_BYTES_HOW = ("weight_bytes: the checkpoint's safetensors tensors, tied weights once (as qfit inspect); "
+                    "loaded_bytes: parameters and buffers in memory, non-quantized tensors at the compute dtype")
 
 
 def _qc_dict(config) -> dict | None:
@@ -202,10 +216,12 @@ class TransformersBackend(Backend):
         import torch
         if self.device == "cuda":
             return {"kind": "device-allocator", "bytes": int(torch.cuda.max_memory_allocated()),
-                    "how": "torch.cuda.max_memory_allocated since the start of the speed run"}
+                    "scope": "speed phase: MODEL alone", "how": "torch.cuda.max_memory_allocated since the start "
+                    "of the speed run (tensors torch allocated on the GPU; not the process's RSS)"}
         if self.device == "mps":
             return {"kind": "device-allocator", "bytes": int(torch.mps.driver_allocated_memory()),
-                    "how": "torch.mps.driver_allocated_memory at the end of the speed run (MPS keeps no peak)"}
+                    "scope": "end of the speed phase: MODEL alone", "how": "torch.mps.driver_allocated_memory at "
+                    "the end of the speed run (MPS keeps no peak; not the process's RSS)"}
         return super().peak_memory()
 
     def versions(self) -> dict:

@@ -33,7 +33,8 @@ class LlamaCppBackend(Backend):
         self.info = ModelInfo(path=str(path), precision=_gguf_precision(path), dtype="gguf", params=None,
                               weight_bytes=size, decode_read_bytes=size, kv_bytes_per_token=None,
                               vocab=self.llm.n_vocab(), extra={"n_ctx": n_ctx, "n_gpu_layers": gpu_layers},
-                              max_positions=n_ctx)
+                              max_positions=n_ctx, weight_bytes_how="the .gguf file's size: its tensors plus "
+                              "metadata and vocabulary (an upper bound on the weight bytes)")
         self._seed = seed
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

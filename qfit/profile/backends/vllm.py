@@ -38,11 +38,15 @@ class VllmBackend(Backend):
         self.device = "cuda"
         from transformers import AutoConfig
 
+        from qfit.model.checkpoint_bytes import checkpoint_weight_bytes
         from qfit.profile.backends.hf import precision_of
         cfg = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         self.info = ModelInfo(path=str(folder), precision=precision_of(cfg, dtype), dtype=vdtype, params=None,
-                              weight_bytes=None, decode_read_bytes=None, kv_bytes_per_token=None,
-                              vocab=getattr(cfg, "vocab_size", None), extra={"tensor_parallel": tensor_parallel})
+                              weight_bytes=checkpoint_weight_bytes(folder), decode_read_bytes=None,
+                              kv_bytes_per_token=None, vocab=getattr(cfg, "vocab_size", None),
+                              extra={"tensor_parallel": tensor_parallel},
+                              weight_bytes_how="the checkpoint's safetensors tensors, tied weights once (as qfit "
+                                               "inspect); vLLM's own memory is not visible here")
         self._seed = seed
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -91,6 +95,7 @@ class VllmBackend(Backend):
         import torch
         free, total = torch.cuda.mem_get_info()
         return {"kind": "device-used", "bytes": int(total - free),
+                "scope": "end of the speed phase: the whole GPU's memory in use, other processes included",
                 "how": "torch.cuda.mem_get_info (total - free): vLLM pre-allocates gpu_memory_utilization of the card"}
 
     def versions(self) -> dict:

@@ -1,0 +1,79 @@
+"""Progress of `qfit profile`'s stages on stderr, never stdout: rich bars on a terminal; plain lines when stderr is
+not one (a log file, CI, a pipe), so a long run is never silent: a line when a stage starts, one at most every
+`every_s` seconds while it runs (done/total, elapsed, ETA from the mean step so far) and one when it ends.
+
+A progress factory is `progress(description, total)` -> context manager yielding `tick()`, one call per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+
+
+def duration(seconds: float) -> str:
+    """Pure: 75 -> '1m15s', 3725 -> '1h02m05s', 4.2 -> '4.2s'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return (f"{h}h{m:02d}m" if h else f"{m}m") + f"{s % 60:02d}s"
+
+
+def progress_line(description: str, done: int, total: int, elapsed_s: float) -> str:
+    """Pure: one status line; the ETA assumes the remaining steps take the mean time of those done."""
+    pct = f" ({100 * done / total:.0f} %)" if total else ""
+    eta = f", ETA {duration(elapsed_s / done * (total - done))}" if 0 < done < total else ""
+    return f"qfit profile: {description}: {done}/{total}{pct}, elapsed {duration(elapsed_s)}{eta}"
+
+
+def line_progress(write: Callable[[str], None], clock: Callable[[], float] = time.monotonic, every_s: float = 30.0):
+    """A progress factory writing plain lines through `write` (clock injected so the pacing is testable)."""
+    @contextlib.contextmanager
+    def progress(description: str, total: int):
+        start = last = clock()
+        done = 0
+        write(f"qfit profile: {description}: started ({total} step{'s' if total != 1 else ''})")
+
+        def tick() -> None:
+            nonlocal done, last
+            done += 1
+            now = clock()
+            if now - last >= every_s and done < total:
+                last = now
+                write(progress_line(description, done, total, now - start))
+        yield tick
+        write(f"qfit profile: {description}: done {done}/{total} in {duration(clock() - start)}")
+    return progress
+
+
+def rich_progress():
+    """A progress factory drawing rich bars on stderr."""
+    @contextlib.contextmanager
+    def progress(description: str, total: int):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda: bar.advance(task)
+    return progress
+
+
+def stderr_progress():
+    """Bars when stderr is a terminal, lines otherwise; stderr is looked up at each write (tests swap it)."""
+    if sys.stderr.isatty():
+        return rich_progress()
+
+    def write(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+    return line_progress(write)
