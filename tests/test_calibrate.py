@@ -9,7 +9,6 @@ from click.testing import CliRunner
 from qfit.cli import cli
 from qfit.profile import calibration
 
-
 RELIABLE = {"quality": {"reliable": True, "flags": []}}
 
 
