@@ -47,6 +47,7 @@ def _profile(tmp_path, *args) -> dict:
     md = (out / "profile.md").read_text()
     assert "### Quality" in md and "### Speed" in md
     assert (out / "retained_accuracy.png").stat().st_size > 0 and (out / "decode_vs_batch.png").stat().st_size > 0
+    assert max(len(line) for line in res.stdout.splitlines()) <= 100 and "…" not in res.stdout   # qfit.tables
     return data
 
 

@@ -74,3 +74,27 @@ def test_identifying_columns_are_never_squeezed():
     text = con.export_text()
     assert "qwen3-next-80b-a3b" in text and "awq-int4" in text and "…" not in text
     assert note and "prefill, engine, params/active, loss" in note
+
+
+def test_profile_plots_carry_names_and_every_quality_figure(tmp_path):
+    """Profile plots: titled with the model and baseline, every metric with an interval (perplexity and each task's
+    acc and acc_norm), measured vs planned prefill and decode side by side."""
+    pytest.importorskip("matplotlib")
+    from qfit.profile import report
+
+    interval = {"value": 97.0, "low": 95.0, "high": 99.0}
+    result = {"model": {"path": "/m/smollm2-gptq"}, "baseline": {"path": "/m/smollm2-f32"},
+              "device": {"name": "host CPU"}, "backend": "transformers",
+              "accuracy": {"text": {"protocol": {"source": "xsum"}, "retained_pct": interval},
+                           "tasks": [{"task": "piqa", "retained_pct": {"acc": interval, "acc_norm": interval}},
+                                     {"task": "mmlu", "retained_pct": {"acc": interval}}]},
+              "speed": {"prefill": [], "decode": []},
+              "comparison": {"prefill": [{"input_len": 64, "measured_tokens_per_s": 100.0,
+                                          "predicted_tokens_per_s": 110.0}],
+                             "decode": [{"batch": b, "measured_tokens_per_s_per_seq": 5.0,
+                                         "predicted_tokens_per_s_per_seq": 6.0} for b in (1, 2)]}}
+    assert [name.split("\n")[0] for name, _ in report._retained_bars(result)] == ["perplexity", "piqa", "piqa", "mmlu"]
+    fig = report._speed_figure(result)
+    assert "smollm2-gptq on host CPU" in fig._suptitle.get_text() and len(fig.axes) == 2
+    paths = report.write_plots(result, tmp_path, force=False)
+    assert [p.name for p in paths] == ["retained_accuracy.png", "decode_vs_batch.png"]

@@ -56,22 +56,19 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json):
 
 
 def _render(fits: list[dict], written: list[str], dry_run: bool) -> None:
-    import sys
+    from qfit.tables import Col, print_table
+    from qfit.tables import console as make_console
 
-    from rich.console import Console
-    from rich.table import Table
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    table = Table(title="speed calibration (factor = median measured/predicted; error = median |pred/meas - 1|)")
-    for head in ("engine", "family", "figure", "points", "factor", "error before", "error after"):
-        table.add_column(head)
+    console = make_console()
+    rows = [[f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
+             f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %"]
+            for f in fits for key in ("decode", "prefill") if f[key]]
+    cols = [Col("engine", "left"), Col("family", "left"), Col("figure", "left"), Col("points", drop=1),
+            Col("factor"), Col("error before", drop=2), Col("error after")]
+    print_table(console, cols, rows, title="speed calibration (factor = median measured/predicted; error = median "
+                "|pred/meas - 1|)")
     for f in fits:
-        for key in ("decode", "prefill"):
-            if f[key]:
-                table.add_row(f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
-                              f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %")
-    console.print(table)
-    for f in fits:
-        console.print(_preview_table(f))
+        _print_preview(console, f)
         for s in f["sources"]:
             if s["measurement"] != "reliable":
                 console.print(f"note: {s['file']} {s['measurement']}", markup=False)
@@ -81,23 +78,25 @@ def _render(fits: list[dict], written: list[str], dry_run: bool) -> None:
         click.echo("dry run: nothing written")
 
 
-def _preview_table(f: dict):
-    from rich.table import Table
+def _print_preview(console, f: dict) -> None:
+    from qfit.tables import Col, print_table
+
     pv = f["preview"]
-    t = Table(title=f"{f['engine']} on {pv['accelerator']}: reference plans, tokens/s before -> after this fit")
-    for head in ("model", "precision", "batch", "in/out tokens", "prefill tok/s", "decode tok/s/seq"):
-        t.add_column(head)
+    rows = []
     for r in pv["rows"]:
         cells = [r["model"], r["precision"], str(r["batch"]), f"{r['input_len']}/{r['output_len']}"]
         if "reason" in r:
-            t.add_row(*cells, f"n/a: {r['reason']}"[:60], "")
+            rows.append(cells + [f"n/a: {r['reason']}"[:60], ""])
             continue
         b, a = r["before"], r["after"]
-        t.add_row(*cells, f"{b['prefill_tokens_per_s']:,.1f} -> {a['prefill_tokens_per_s']:,.1f}",
-                  f"{b['decode_tokens_per_s']:,.2f} -> {a['decode_tokens_per_s']:,.2f}")
+        rows.append(cells + [f"{b['prefill_tokens_per_s']:,.1f} -> {a['prefill_tokens_per_s']:,.1f}",
+                             f"{b['decode_tokens_per_s']:,.2f} -> {a['decode_tokens_per_s']:,.2f}"])
+    cols = [Col("model", "left"), Col("precision", "left"), Col("batch", drop=2), Col("in/out tokens", drop=1),
+            Col("prefill tok/s"), Col("decode tok/s/seq")]
+    print_table(console, cols, rows, title=f"{f['engine']} on {pv['accelerator']}: reference plans, tokens/s before "
+                "-> after this fit")
     if pv.get("reason"):
-        t.caption = pv["reason"]
-    return t
+        console.print(pv["reason"], markup=False)
 
 
 def _reset(out: str | None, dry_run: bool, as_json: bool) -> None:

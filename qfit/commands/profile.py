@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import click
@@ -75,12 +74,14 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--tensor-parallel", default="1", show_default=True, help="vLLM tensor-parallel size.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code (off by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print profile.json to stdout instead of tables.")
+@click.option("--wide", is_flag=True, help="Every table column, however wide (default: fit the terminal, or 100 "
+                                           "columns when not a terminal).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write profile.json and profile.md here.")
 @click.option("--plot", is_flag=True, help="With --out: also write PNG plots.")
 @click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
 def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
             input_lens, old_input_lens, batches, output_tokens, old_output_tokens, trials, warmup, threads, no_speed,
-            tensor_parallel, trust_remote_code, as_json, out, plot, force):
+            tensor_parallel, trust_remote_code, as_json, wide, out, plot, force):
     """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction.
 
     Progress goes to stderr (bars on a terminal, a line per stage and at most every 30 s otherwise); stdout carries
@@ -129,8 +130,8 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
-        from rich.console import Console
-        render_rich(result, Console() if sys.stdout.isatty() else Console(width=160))
+        from qfit.tables import console
+        render_rich(result, console(wide=wide), wide=wide)
 
 
 def _check_paths(opts, out: str | None, force: bool, plot: bool) -> None:

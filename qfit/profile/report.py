@@ -217,25 +217,25 @@ def render_markdown(result: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_rich(result: dict, console) -> None:
-    from rich.table import Table
+def _cols(head: list[str], keep: int):
+    """Table columns: the first `keep` identify a row; the rest are left out right to left when space runs out."""
+    from qfit.tables import Col
+
+    n = len(head)
+    return [Col(h, "left" if i == 0 else "right", drop=0 if i < keep else n - i) for i, h in enumerate(head)]
+
+
+def render_rich(result: dict, console, wide: bool = False) -> None:
+    """The tables at the terminal's width (qfit.tables): identifying columns kept, the rest left out in order."""
+    from qfit.tables import print_table
+
     rows = quality_rows(result)
     if rows:
-        t = Table(title="quality")
-        for h in QUALITY_HEAD:
-            t.add_column(h)
-        for r in rows:
-            t.add_row(*r)
-        console.print(t)
+        print_table(console, _cols(QUALITY_HEAD, 4), rows, wide=wide, title="quality")
     if result["speed"]:
         pre, dec = speed_rows(result)
-        for title, head, body in (("prefill", PREFILL_HEAD, pre), ("decode", DECODE_HEAD, dec)):
-            t = Table(title=title)
-            for h in head:
-                t.add_column(h)
-            for r in body:
-                t.add_row(*r)
-            console.print(t)
+        print_table(console, _cols(PREFILL_HEAD, 2), pre, wide=wide, title="prefill")
+        print_table(console, _cols(DECODE_HEAD, 2), dec, wide=wide, title="decode")
     for line in (quality_line(result), memory_line(result)):
         if line:
             console.print(line, markup=False)
@@ -244,34 +244,65 @@ def render_rich(result: dict, console) -> None:
         console.print(f"planner prediction n/a: {pred.get('reason')}")
 
 
+def _names(result: dict) -> str:
+    m, b = result["model"], result["baseline"]
+    return Path(m["path"]).name + (f" vs {Path(b['path']).name}" if b else "")
+
+
+def _retained_bars(result: dict) -> list[tuple[str, dict]]:
+    """Every quality figure expressed as % of the baseline with its 95 % interval: perplexity and each task."""
+    bars = []
+    text = result["accuracy"].get("text")
+    if text and text.get("retained_pct"):
+        bars.append((f"perplexity\n({text['protocol']['source']})", text["retained_pct"]))
+    for task in result["accuracy"].get("tasks", []):
+        for key, interval in (task.get("retained_pct") or {}).items():
+            bars.append((f"{task['task']}\n{key}", interval))
+    return bars
+
+
 def write_plots(result: dict, out: Path, force: bool) -> list[Path]:
-    """retained accuracy per task with error bars; tokens/s vs batch, measured vs predicted."""
+    """Retained quality per metric and task with 95 % intervals; measured vs predicted prefill and decode speed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     written = []
-    tasks = [t for t in result["accuracy"].get("tasks", []) if "retained_pct" in t]
-    if tasks:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        r = [t["retained_pct"]["acc_norm"] for t in tasks]
-        ax.bar([t["task"] for t in tasks], [x["value"] for x in r],
-               yerr=[[x["value"] - x["low"] for x in r], [x["high"] - x["value"] for x in r]], capsize=4)
+    bars = _retained_bars(result)
+    if bars:
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(bars) + 2), 3.8))
+        values = [b["value"] for _, b in bars]
+        ax.bar([name for name, _ in bars], values, capsize=4,
+               yerr=[[b["value"] - b["low"] for _, b in bars], [b["high"] - b["value"] for _, b in bars]])
         ax.axhline(100, color="grey", lw=0.8)
-        ax.set_ylabel("retained acc_norm, % of baseline (95 % CI)")
+        ax.set_ylabel("% of baseline (95 % interval)")
+        ax.set_title(f"{_names(result)}: quality retained", fontsize=9)
         written.append(_save(fig, out / "retained_accuracy.png", force))
     if result["speed"]:
-        comp = result["comparison"]["decode"]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([c["batch"] for c in comp], [c["measured_tokens_per_s_per_seq"] * c["batch"] for c in comp], "o-",
-                label="measured")
-        pred = [(c["batch"], c["predicted_tokens_per_s_per_seq"]) for c in comp if c["predicted_tokens_per_s_per_seq"]]
-        if pred:
-            ax.plot([b for b, _ in pred], [b * p for b, p in pred], "s--", label="predicted (qfit plan)")
-        ax.set_xlabel("batch")
-        ax.set_ylabel("decode tokens/s (all sequences)")
-        ax.legend()
-        written.append(_save(fig, out / "decode_vs_batch.png", force))
+        written.append(_save(_speed_figure(result), out / "decode_vs_batch.png", force))
     return written
+
+
+def _speed_figure(result: dict):
+    import matplotlib.pyplot as plt
+
+    comp = result["comparison"]
+    fig, (ax_pre, ax_dec) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, rows, x, meas, pred, xlabel in (
+            (ax_pre, comp["prefill"], "input_len", "measured_tokens_per_s", "predicted_tokens_per_s", "prompt tokens"),
+            (ax_dec, comp["decode"], "batch", "measured_tokens_per_s_per_seq", "predicted_tokens_per_s_per_seq",
+             "batch")):
+        scale = (lambda c: c["batch"]) if ax is ax_dec else (lambda c: 1)
+        ax.plot([c[x] for c in rows], [c[meas] * scale(c) for c in rows], "o-", label="measured")
+        pts = [(c[x], c[pred] * scale(c)) for c in rows if c.get(pred)]
+        if pts:
+            ax.plot([p for p, _ in pts], [v for _, v in pts], "s--", label="predicted (qfit plan)")
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=8)
+    ax_pre.set_ylabel("prefill tokens/s")
+    ax_dec.set_ylabel("decode tokens/s (all sequences)")
+    fig.suptitle(f"{Path(result['model']['path']).name} on {result['device']['name']} ({result['backend']}): "
+                 "measured vs planned", fontsize=9)
+    return fig
 
 
 def _save(fig, path: Path, force: bool) -> Path:
