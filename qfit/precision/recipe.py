@@ -7,13 +7,13 @@ every layout is cited in profiles/formats.md.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from qfit.errors import QfitError
 from qfit.model.tensors import module_key
 from qfit.precision.ggml import FTYPE_BASE, GGML_TYPES
+from qfit.precision.names import resolve_name
 
 # The one set of legal group sizes per format. GPTQ: what GPTQModel 7.7's kernels accept
 # (TorchQuantLinear.SUPPORTS_GROUP_SIZE, the universal fallback kernel), so planner, quantize and inspect agree; AWQ: the
@@ -56,6 +56,8 @@ class Recipe:
     desc_act: bool = False
     keep: tuple[str, ...] = ()
     overrides: tuple[Override, ...] = ()
+    # How the typed name was read when that is a judgement ("int4" -> GPTQ); not part of the recipe's identity.
+    note: str = field(default="", compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,34 +113,10 @@ _GGUF_BITS = {
 }
 assert set(_GGUF_BITS) == set(FTYPE_BASE)
 
-_ALIASES = {
-    "int4": "gptq-int4", "gptq": "gptq-int4", "gptq-4bit": "gptq-int4", "gptq4": "gptq-int4", "w4a16": "gptq-int4",
-    "gptq-int4-g128": "gptq-int4", "int2": "gptq-int2", "gptq-2bit": "gptq-int2", "int3": "gptq-int3",
-    "gptq-3bit": "gptq-int3", "gptq-8bit": "gptq-int8", "w8a16": "gptq-int8",
-    "awq": "awq-int4", "awq-4bit": "awq-int4", "awq4": "awq-int4",
-    "bnb-4bit": "nf4", "bnb-nf4": "nf4", "bnb4": "nf4", "qlora": "nf4",
-    "float16": "fp16", "half": "fp16", "f16": "fp16", "bfloat16": "bf16", "float32": "fp32", "f32": "fp32",
-    "fp8-e4m3": "fp8", "fp8_e4m3": "fp8", "e4m3": "fp8", "fp8-dynamic": "fp8", "w8a8-fp8": "fp8",
-    "fp8-block-128": "fp8-block", "w8a8": "int8", "w8a8-int8": "int8", "int8-w8a8": "int8", "bnb-8bit": "int8",
-    "llm.int8": "int8", "mxfp4-moe": "mxfp4",
-}
-
 
 def list_precisions() -> list[str]:
     """Every canonical precision name, HF-style formats first, then GGUF file types."""
     return list(_HF_FORMATS) + [f"gguf-{t}" for t in _GGUF_BITS]
-
-
-def _canonical(raw: str) -> str | None:
-    key = raw.strip().lower().replace(" ", "")
-    if key in _HF_FORMATS:
-        return key
-    if key in _ALIASES:
-        return _ALIASES[key]
-    bare = key.removeprefix("gguf-").removeprefix("gguf_").replace("-", "_")
-    if bare in _GGUF_BITS and (key.startswith("gguf") or bare not in ("f32", "f16", "bf16")):
-        return f"gguf-{bare}"   # "Q4_K_M", "q4-k-m", "gguf-q4_k_m"
-    return None
 
 
 def check_group_size(name: str, family: str, group_size: int) -> int:
@@ -163,14 +141,7 @@ def parse_recipe(name: str, group_size: int | None = None, *, sym: bool = True, 
                  keep: tuple[str, ...] = (), overrides: tuple[Override, ...] = ()) -> Recipe:
     """'Q4_K_M' -> gguf-q4_k_m, 'int4' -> gptq-int4 (group 128). QfitError for unknown names, group sizes, or
     options the format cannot store."""
-    canon = _canonical(str(name))
-    if canon is None:
-        # Match against canonical names, aliases and bare GGUF types, suggest the canonical spelling.
-        choices = {c: c for c in list_precisions()} | _ALIASES | {t: f"gguf-{t}" for t in _GGUF_BITS}
-        close = difflib.get_close_matches(str(name).strip().lower(), list(choices), n=5, cutoff=0.5)
-        close = list(dict.fromkeys(choices[c] for c in close))[:3]
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise QfitError(f"unknown precision {name!r}{hint} (known: {', '.join(list_precisions()[:12])}, gguf-<type>)")
+    canon, note = resolve_name(str(name), _HF_FORMATS, list_precisions())
     if canon in _HF_FORMATS:
         family, bits, fixed, kv = _HF_FORMATS[canon]
     else:
@@ -181,7 +152,7 @@ def parse_recipe(name: str, group_size: int | None = None, *, sym: bool = True, 
             fixed = None
     gs = _check_group_size(canon, family, fixed, group_size)
     recipe = Recipe(name=canon, family=family, bits=float(bits), group_size=gs, kv_default=kv, sym=bool(sym),
-                    desc_act=bool(desc_act), keep=tuple(keep), overrides=tuple(overrides))
+                    desc_act=bool(desc_act), keep=tuple(keep), overrides=tuple(overrides), note=note)
     _check_options(recipe)
     return recipe
 

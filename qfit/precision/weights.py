@@ -140,7 +140,7 @@ def weight_bytes(groups: Sequence[TensorGroup], precision: Recipe, *, n_layers: 
     """
     if not groups:
         raise QfitError("no tensors to size: the model description is empty")
-    notes: list[str] = []
+    notes: list[str] = [precision.note] if precision.note else []   # how a judgement name was read ("int4" -> GPTQ)
     rows: list[tuple[TensorGroup, int, int, bool]] = []      # (group, total, active, quantized)
     if precision.family == "gguf":
         split, notes = gguf_split(groups, precision.name.removeprefix("gguf-"), n_layers)
