@@ -59,6 +59,10 @@ class QuantizeReport:
     libraries: dict = field(default_factory=library_versions)
     planner_prediction: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    time_estimate: dict | None = None   # qfit.quantize.timing.TimeEstimate, made before the run started
+    phases: dict = field(default_factory=dict)   # measured seconds: resolve, calibration, load, layers, save
+    total_seconds: float = 0.0          # from the start of the heavy work to the report: what time_estimate predicts
+    log_file: str | None = None         # the libraries' output, beside the report
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,7 +70,22 @@ class QuantizeReport:
         if pred.get("available"):
             d["planner_prediction"]["real_weight_bytes"] = self.weight_bytes
             d["planner_prediction"]["ratio_real_to_predicted"] = round(self.weight_bytes / pred["weight_bytes"], 4)
+        if self.time_estimate and self.total_seconds:
+            d["time_estimate"]["actual_s"] = self.total_seconds
+            d["time_estimate"]["error"] = round(self.time_estimate["total_s"] / self.total_seconds - 1, 3)
         return d
+
+
+def time_line(d: dict) -> str:
+    """'estimated 3 min 10 s (2 min 30 s to 3 min 50 s), took 3 min 02 s (+4 %)' from a report dict."""
+    from qfit.quantize.terminal import duration
+
+    t = d.get("time_estimate")
+    took = f"took {duration(d['total_seconds'])}"
+    if not t:
+        return f"{took}; no estimate (no timing constants for this device)"
+    return (f"estimated {duration(t['total_s'])} ({duration(t['low_s'])} to {duration(t['high_s'])}), {took} "
+            f"(estimate {t['error']:+.0%})")
 
 
 def _mb(n: int | None) -> str:
@@ -96,7 +115,14 @@ def render_markdown(report: QuantizeReport) -> str:
     cal = d["calibration"]
     if cal:
         lines.append(f"- calibration: {cal['nsamples']} samples x {cal['seqlen']} tokens from {cal['source']['name']} "
-                     f"({cal['source']['split']} split, {cal['source']['fraction']})")
+                     f"({cal['source']['split']} split, {cal['source']['fraction']}); size {r['calibration_size']}")
+    lines.append(f"- time: {time_line(d)}; phases (s): "
+                 + ", ".join(f"{k} {v}" for k, v in d["phases"].items()))
+    if d["time_estimate"]:
+        lines.append(f"- time estimate terms (s): {', '.join(f'{k} {v}' for k, v in d['time_estimate']['terms'].items())}"
+                     f"; {d['time_estimate']['assumes']}")
+    if d["log_file"]:
+        lines.append(f"- library output (GPTQModel, transformers): `{d['log_file']}` in this folder")
     lines += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in d["libraries"].items() if v), "",
               "## Per layer", "", "| layer | seconds | mean loss | worst module |", "|---:|---:|---:|---|"]
     for row in d["layers"]:
