@@ -22,7 +22,7 @@ METHODS = ("gptq", "rtn")
 # CPU: chosen so SmolLM2-135M quantizes in a few minutes on a 2-core machine; GPTQModel's per-layer and per-module
 # overheads dominate there (profiles/quantize/time.yaml), so fewer, shorter windows buy most of the time back.
 # The cost is a noisier Hessian estimate: the run prints a one-line warning whenever calibration is small.
-AUTO_CALIBRATION = {"cuda": (128, 2048), "cpu": (32, 256)}
+AUTO_CALIBRATION = {"cuda": (128, 2048), "cpu": (8, 256)}
 # GPTQModel 7.7 warns below these (looper/loop_processor.py: min_calibration_dataset_size,
 # min_calibration_dataset_input_ids_avg_length); its warning goes to the log file, so qfit repeats it in one line.
 GPTQMODEL_MIN_WINDOWS = 256
@@ -60,7 +60,7 @@ class QuantizeJob:
     nsamples: int | None = None
     seqlen: int | None = None
     calib: str = "xsum"
-    calibration_size: str = "given"      # "given", or "auto (cpu)"/"auto (cuda)" once for_device chose it
+    calibration_size: str = "given"      # "given", or "auto: cpu default"/"auto: gpu default" from for_device
 
     @classmethod
     def from_flags(cls, *, bits: int = 4, group_size: int = 128, desc_act: bool = False, sym: bool = True,
@@ -96,7 +96,8 @@ class QuantizeJob:
             return self
         kind = "cuda" if device.startswith("cuda") else "cpu"
         n, s = AUTO_CALIBRATION[kind]
-        return replace(self, nsamples=self.nsamples or n, seqlen=self.seqlen or s, calibration_size=f"auto ({kind})")
+        return replace(self, nsamples=self.nsamples or n, seqlen=self.seqlen or s,
+                       calibration_size=f"auto: {'gpu' if kind == 'cuda' else 'cpu'} default")
 
     def small_calibration_warning(self) -> str | None:
         """One line when calibration is below what GPTQModel recommends (None for RTN or a large enough set)."""
@@ -104,7 +105,8 @@ class QuantizeJob:
             return None
         if self.nsamples >= GPTQMODEL_MIN_WINDOWS and self.seqlen >= GPTQMODEL_MIN_WINDOW_TOKENS:
             return None
-        return (f"warning: small calibration ({self.nsamples} x {self.seqlen} = {self.nsamples * self.seqlen:,} tokens; "
+        tokens = self.nsamples * self.seqlen
+        return (f"warning: small calibration ({self.nsamples} x {self.seqlen} = {tokens:,} tokens; "
                 f"GPTQModel recommends >= {GPTQMODEL_MIN_WINDOWS} windows of >= {GPTQMODEL_MIN_WINDOW_TOKENS} tokens, "
                 f"the GPTQ paper used 128 x 2048): a noisier Hessian can cost quality; "
                 f"raise --nsamples/--seqlen if time allows")
@@ -157,7 +159,7 @@ def read_layout(model_dir: Path, spec) -> ModelLayout:
 
 
 def dividing_group_sizes(widths) -> list[int]:
-    """The supported group sizes that divide every width in `widths`, and -1 (one group per column) which always does."""
+    """The supported group sizes that divide every width in `widths`, and -1 (one group per column: always)."""
     return [g for g in GROUP_SIZES["gptq"] if g > 0 and all(w % g == 0 for w in widths)] + [-1]
 
 

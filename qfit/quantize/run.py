@@ -46,6 +46,12 @@ def clean_stale_temps(out: Path) -> None:
             pass
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (compilers), for the report's CPU share."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -113,7 +119,7 @@ def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", f
     if layout is not None:
         _check_memory(layout, job, dev)
     timing = time_estimate(model, layout, job, dev)
-    for line in filter(None, [_estimate_line(timing, job, dev), job.small_calibration_warning()]):
+    for line in filter(None, [_estimate_line(timing, job, dev, layout is not None), job.small_calibration_warning()]):
         say(line)
     # torch is imported before the temp folder exists: a signal that lands inside its import can be swallowed by
     # import machinery (seen here: the interrupted numpy import resurfaced as "cannot load module more than once")
@@ -151,19 +157,24 @@ def time_estimate(model: str, layout: ModelLayout | None, job: QuantizeJob, dev:
     return estimate_time(profile, method=job.method, layers=list(layers.values()), hidden=layout.hidden,
                          float_gb=layout.float_bytes / 1e9, nsamples=job.nsamples, seqlen=job.seqlen,
                          convert_gb=layout.float_bytes / 1e9 if gguf_needs_conversion(model) else 0.0,
-                         compile_kernel=dev == "cpu" and job.method == "gptq" and not (jit_dir / "pack_block_cpu").is_dir())
+                         compile_kernel=dev == "cpu" and job.method == "gptq"
+                         and not (jit_dir / "pack_block_cpu").is_dir())
 
 
-def _estimate_line(timing, job: QuantizeJob, dev: str) -> str:
+def _estimate_line(timing, job: QuantizeJob, dev: str, have_layout: bool) -> str:
+    """One line, before the work starts: what runs where, and how long it should take (the terms go to the report)."""
     from qfit.quantize.terminal import duration
 
-    what = (f"{job.method} on {dev}" + (f", calibration {job.nsamples} x {job.seqlen} tokens ({job.calibration_size})"
-                                         if job.method == "gptq" else ""))
+    what = f"{job.method} on {dev}" + (f", {job.nsamples} x {job.seqlen} calibration tokens ({job.calibration_size})"
+                                       if job.method == "gptq" else "")
+    if timing is None and not have_layout:
+        return f"{what}: no time estimate (the shapes are read after the download)"
     if timing is None:
-        return f"{what}; no time estimate (no timing constants measured for {dev}: profiles/quantize/time.yaml)"
-    parts = ", ".join(f"{k} {duration(v)}" for k, v in timing.terms.items() if v >= 0.5)
-    return (f"{what}; estimated {duration(timing.total_s)} ({duration(timing.low_s)} to {duration(timing.high_s)}: "
-            f"{parts}; {timing.assumes})")
+        return f"{what}: no time estimate (no constants for {job.method} on {dev} in profiles/quantize/time.yaml)"
+    other = "" if timing.same_host else f"; constants from {timing.host}, not this host"
+    shared = f"; x{timing.contention:.2f} if the CPU is shared" if timing.contention > 1 else ""
+    return (f"{what}: estimated {duration(timing.total_s)}, {duration(timing.low_s)} to {duration(timing.high_s)} "
+            f"(±{timing.error:.0%}{shared}{other})")
 
 
 def predict_memory(layout: ModelLayout, job: QuantizeJob, device: str):
@@ -233,7 +244,7 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
     from qfit.quantize.report import QuantizeReport, planner_prediction
     from qfit.quantize.terminal import LOG_NAME
 
-    t_start, phases = time.perf_counter(), {}
+    t_start, cpu_start, phases = time.perf_counter(), cpu_seconds(), {}
     model_dir, loaded, layout, estimate, calib, windows = _prepare(model, out, job, dev, calib_text, say,
                                                                    trust_remote_code, phases)
     on_layer = progress(layout.num_layers) if progress else None
@@ -257,6 +268,7 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
         device=dev, planner_prediction=planner_prediction(loaded, job.recipe), notes=_notes(job.recipe, checked),
         time_estimate=timing.to_dict() if timing else None, phases=phases, log_file=LOG_NAME)
     report.total_seconds = round(time.perf_counter() - t_start, 2)
+    report.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
     _write_report(tmp, report)
     return report
 

@@ -19,8 +19,11 @@ in^3 + 2 out in^2 the Cholesky inverse and the column-by-column update of GPTQ. 
 tokenizing the calibration text, checks, the report). RTN, tensor by tensor: rtn_s_per_gb * float GB, all included.
 
 The constants are fitted per host and device from real runs (scripts/fit_quantize_time.py) and stored with their
-protocol and error in profiles/quantize/time.yaml; a host without its own row gets the nearest row's constants and
-the estimate says so. Pure: no I/O here except `time_profile` (reading the YAML) and `host_key` (reading /proc).
+protocol and error in profiles/quantize/time.yaml; a host without its own row gets the first row of its device kind
+and the estimate says so. They describe a run that has a full core to itself (each fitting run's times are scaled by
+the CPU share it got); `contention` is the worst slowdown other jobs caused during the fitting runs, and widens the
+band's upper end: low = T (1 - error), high = T (1 + error) x contention. Pure: no I/O here except `time_profile`
+(reading the YAML) and `host_key` (reading /proc).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class TimeProfile:
     forward_passes: int
     constants: dict[str, float]
     error: float                 # relative half-width of the band (largest error over the fitting runs, rounded up)
+    contention: float = 1.0      # >= 1: wall / (wall x CPU share) at worst over the fitting runs (a shared machine)
     same_host: bool = True
 
 
@@ -50,6 +54,8 @@ class TimeEstimate:
     terms: dict[str, float]      # seconds per term (fixed, load_save, forward, gptq, overhead, convert, jit, rtn)
     host: str
     same_host: bool
+    error: float                 # the band's relative half-width around total_s (doubled for another host's row)
+    contention: float            # the upper end's extra factor for a CPU shared with other jobs
     assumes: str
 
     def to_dict(self) -> dict:
@@ -68,10 +74,14 @@ def layer_flops(linears: list[tuple[int, int]], *, tokens: int, seqlen: int, hid
 
 def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[int, int]]], hidden: int,
                   float_gb: float, nsamples: int, seqlen: int, convert_gb: float = 0.0,
-                  compile_kernel: bool = False) -> TimeEstimate:
+                  compile_kernel: bool = False) -> TimeEstimate | None:
     """`layers`: per decoder layer, the (out, in) of each module the recipe quantizes; float_gb: the float weights
-    at the dtype the quantizer holds them (GB = 1e9 bytes); convert_gb: float32 GB a .gguf converts to (0: cached)."""
+    on disk (GB = 1e9 bytes); convert_gb: float32 GB a .gguf converts to (0: cached). None when a constant the run
+    needs was not measured (0 in the profile)."""
     c = profile.constants
+    needed = ["rtn_s_per_gb"] if method == "rtn" else ["forward_gflops", "gptq_gflops", "load_save_s_per_gb"]
+    if any(c[k] <= 0 for k in needed + (["convert_s_per_gb"] if convert_gb else [])):
+        return None
     terms = {"convert": c["convert_s_per_gb"] * convert_gb} if convert_gb else {}
     if method == "rtn":
         terms["rtn"] = c["rtn_s_per_gb"] * float_gb
@@ -90,11 +100,13 @@ def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[
             terms["jit"] = c["jit_s"]
     total = sum(terms.values())
     band = profile.error if profile.same_host else 2 * profile.error
-    assumes = (f"constants measured on {profile.host} ({profile.device})" +
-               ("" if profile.same_host else ", not this host: a rough guide, band doubled"))
-    return TimeEstimate(total_s=total, low_s=total * max(0.0, 1 - band), high_s=total * (1 + band),
+    assumes = (f"constants measured on {profile.host} ({profile.device}) for a run with a full core; up to "
+               f"x{profile.contention:.2f} when other jobs share the CPU" +
+               ("" if profile.same_host else "; not this host: a rough guide, band doubled"))
+    return TimeEstimate(total_s=total, low_s=total * max(0.0, 1 - band),
+                        high_s=total * (1 + band) * profile.contention,
                         terms={k: round(v, 1) for k, v in terms.items()}, host=profile.host,
-                        same_host=profile.same_host, assumes=assumes)
+                        same_host=profile.same_host, error=band, contention=profile.contention, assumes=assumes)
 
 
 def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None:
@@ -108,7 +120,7 @@ def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None
     row = row or rows[0]
     return TimeProfile(host=row["host"], device=kind, forward_passes=int(row["forward_passes"]),
                        constants={k: float(row["constants"][k]) for k in CONSTANTS}, error=float(row["error"]),
-                       same_host=same)
+                       contention=max(1.0, float(row.get("contention", 1.0))), same_host=same)
 
 
 def time_profile(device: str) -> TimeProfile | None:
