@@ -131,10 +131,43 @@ def predict(constants: dict[str, float], r: dict) -> float:
     return est.total_s
 
 
+def _run_row(r: dict) -> dict:
+    return {"nsamples": r["recipe"]["nsamples"], "seqlen": r["recipe"]["seqlen"], "wall_s": round(r["_wall"], 1),
+            "cpu_share": round(r["_share"], 3), "full_core_s": round(r["total_seconds"], 1)}
+
+
+def _rtn_and_convert(args) -> dict[str, float]:
+    """convert_s_per_gb and rtn_s_per_gb (mean over the RTN runs) from their runs, scaled by CPU share; jit_s as
+    given; 0 = not measured."""
+    extra = {"convert_s_per_gb": 0.0, "rtn_s_per_gb": 0.0, "jit_s": args.jit_s or 0.0}
+    if args.convert:
+        c = json.loads(Path(args.convert).read_text())
+        k = min(1.0, cpu_share(Path(args.convert), c))
+        extra["convert_s_per_gb"] = c["phases"]["resolve"] * k / (c["float_weight_bytes"] / 1e9)
+    per_gb = [_rtn_per_gb(Path(path)) for path in args.rtn]
+    if per_gb:
+        extra["rtn_s_per_gb"] = sum(per_gb) / len(per_gb)
+    return extra
+
+
+def _rtn_per_gb(path: Path) -> float:
+    c = json.loads(path.read_text())
+    seconds = (c["total_seconds"] - c["phases"].get("resolve", 0)) * min(1.0, cpu_share(path, c))
+    return seconds / (c["float_weight_bytes"] / 1e9)
+
+
+def _rtn_error(paths: list[str], mean: float) -> float:
+    """Largest |run / mean - 1| over the RTN runs, rounded up to 5 % (0.5 with one run: its spread is unknown)."""
+    if len(paths) < 2:
+        return 0.5
+    return math.ceil(max(abs(_rtn_per_gb(Path(p)) / mean - 1) for p in paths) * 20) / 20
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", help="qfit-report.json of GPTQ runs (2-3 calibration sizes)")
-    ap.add_argument("--rtn", help="qfit-report.json of an RTN run")
+    ap.add_argument("--rtn", nargs="*", default=[], help="qfit-report.json of RTN runs (their mean; their spread is "
+                                                          "rtn_error)")
     ap.add_argument("--convert", help="qfit-report.json of a run that converted a .gguf (phases.resolve)")
     ap.add_argument("--jit-s", type=float, default=None, help="seconds GPTQModel's log gave its one-time CPU compile")
     ap.add_argument("--check", nargs="*", default=[], help="reports of held-out GPTQ runs: predicted with the fitted "
@@ -144,16 +177,7 @@ def main() -> None:
                                                          "profiles/quantize/time.yaml, replacing this host's row")
     args = ap.parse_args()
     reports = [_load(p) for p in args.reports]
-    extra = {"convert_s_per_gb": 0.0, "rtn_s_per_gb": 0.0, "jit_s": args.jit_s or 0.0}
-    if args.convert:
-        c = json.loads(Path(args.convert).read_text())
-        k = min(1.0, cpu_share(Path(args.convert), c))
-        extra["convert_s_per_gb"] = c["phases"]["resolve"] * k / (c["float_weight_bytes"] / 1e9)
-    if args.rtn:
-        c = json.loads(Path(args.rtn).read_text())
-        k = min(1.0, cpu_share(Path(args.rtn), c))
-        seconds = (c["total_seconds"] - c["phases"].get("resolve", 0)) * k
-        extra["rtn_s_per_gb"] = seconds / (c["float_weight_bytes"] / 1e9)
+    extra = _rtn_and_convert(args)
     constants = fit(reports, extra)
     runs, worst = [], 0.0
     for k, r in enumerate(reports):
@@ -162,21 +186,15 @@ def main() -> None:
         est = predict(constants, r)
         errs = [est / r["total_seconds"] - 1] + ([loo / r["total_seconds"] - 1] if not math.isnan(loo) else [])
         worst = max([worst] + [abs(e) for e in errs])
-        runs.append({"nsamples": r["recipe"]["nsamples"], "seqlen": r["recipe"]["seqlen"],
-                     "wall_s": round(r["_wall"], 1), "cpu_share": round(r["_share"], 3),
-                     "full_core_s": round(r["total_seconds"], 1), "estimate_s": round(est, 1),
+        runs.append({**_run_row(r), "estimate_s": round(est, 1),
                      "estimate_leave_one_out_s": None if math.isnan(loo) else round(loo, 1)})
     checks = []
-    for path in args.check:
-        r = _load(path)
+    for r in map(_load, args.check):
         est = predict(constants, r)
-        checks.append({"nsamples": r["recipe"]["nsamples"], "seqlen": r["recipe"]["seqlen"],
-                       "wall_s": round(r["_wall"], 1), "cpu_share": round(r["_share"], 3),
-                       "full_core_s": round(r["total_seconds"], 1), "estimate_s": round(est, 1),
-                       "error": round(est / r["total_seconds"] - 1, 3)})
+        checks.append({**_run_row(r), "estimate_s": round(est, 1), "error": round(est / r["total_seconds"] - 1, 3)})
     row = {"host": host_key(), "device": "cpu", "forward_passes": PASSES,
            "constants": {k: round(constants[k], 4) for k in CONSTANTS},
-           "error": math.ceil(worst * 20) / 20,
+           "error": math.ceil(worst * 20) / 20, "rtn_error": _rtn_error(args.rtn, extra["rtn_s_per_gb"]),
            "contention": math.ceil(max(1 / min(1.0, r["_share"]) for r in reports) * 20) / 20, "runs": runs,
            "held_out": checks,
            "versions": reports[0]["libraries"], "model": Path(reports[0]["model_dir"]).name,

@@ -140,7 +140,7 @@ CONSTANTS = {"fixed_s": 10.0, "load_save_s_per_gb": 20.0, "layer_overhead_s": 1.
 
 def _profile(same_host=True):
     return TimeProfile(host="test cpu x2", device="cpu", forward_passes=5, constants=CONSTANTS, error=0.2,
-                       same_host=same_host)
+                       rtn_error=0.3, same_host=same_host)
 
 
 @pytest.mark.parametrize("method, convert_gb, compile_kernel, same_host, total, band", [
@@ -151,8 +151,9 @@ def _profile(same_host=True):
     ("gptq", 0.0, False, True, 54.0, 0.2),
     ("gptq", 2.0, True, True, 54.0 + 60 + 40, 0.2),     # + conversion 30 x 2 GB + one-time compile 40
     ("gptq", 0.0, False, False, 54.0, 0.4),             # another host's constants: band doubled
-    ("rtn", 0.0, False, True, 25.0, 0.2),               # 50 s/GB x 0.5 GB
-    ("rtn", 1.0, True, True, 55.0, 0.2),                # + conversion 30 x 1 GB (no compile for RTN)
+    ("rtn", 0.0, False, True, 25.0, 0.3),               # 50 s/GB x 0.5 GB, RTN's own band
+    ("rtn", 1.0, True, True, 55.0, 0.3),                # + conversion 30 x 1 GB (no compile for RTN)
+    ("rtn", 0.0, False, False, 25.0, 0.6),
 ])
 def test_estimate_by_hand(method, convert_gb, compile_kernel, same_host, total, band):
     est = estimate_time(_profile(same_host), method=method, layers=[[(1000, 1000)], [(1000, 1000)]], hidden=1000,
@@ -164,7 +165,8 @@ def test_estimate_by_hand(method, convert_gb, compile_kernel, same_host, total, 
 
 
 def test_contention_widens_the_upper_end_only():
-    profile = TimeProfile(host="h", device="cpu", forward_passes=5, constants=CONSTANTS, error=0.2, contention=1.5)
+    profile = TimeProfile(host="h", device="cpu", forward_passes=5, constants=CONSTANTS, error=0.1, rtn_error=0.2,
+                          contention=1.5)
     est = estimate_time(profile, method="rtn", layers=[], hidden=1, float_gb=0.5, nsamples=1, seqlen=16)
     assert (est.total_s, est.low_s, est.high_s) == (25.0, 20.0, pytest.approx(45.0))     # 25 x 1.2 x 1.5
 
@@ -201,7 +203,8 @@ def test_the_shipped_profile_parses():
     assert rows
     for r in rows:
         p = pick_profile([r], r["host"], r["device"])
-        assert p.same_host and 0 < p.error < 1 and p.contention >= 1 and all(v >= 0 for v in p.constants.values())
+        assert p.same_host and 0 < p.error < 1 and 0 < p.rtn_error < 1 and p.contention >= 1
+        assert all(v >= 0 for v in p.constants.values())
         assert min(p.constants[k] for k in ("forward_gflops", "gptq_gflops", "load_save_s_per_gb", "rtn_s_per_gb")) > 0
         assert len(r["runs"]) >= 2
 

@@ -43,6 +43,7 @@ class TimeProfile:
     constants: dict[str, float]
     error: float                 # relative half-width of the band (largest error over the fitting runs, rounded up)
     contention: float = 1.0      # >= 1: wall / (wall x CPU share) at worst over the fitting runs (a shared machine)
+    rtn_error: float = 0.5       # the band of an RTN estimate (spread of the RTN runs)
     same_host: bool = True
 
 
@@ -99,7 +100,7 @@ def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[
         if compile_kernel:
             terms["jit"] = c["jit_s"]
     total = sum(terms.values())
-    band = profile.error if profile.same_host else 2 * profile.error
+    band = (profile.rtn_error if method == "rtn" else profile.error) * (1 if profile.same_host else 2)
     assumes = (f"constants measured on {profile.host} ({profile.device}) for a run with a full core; up to "
                f"x{profile.contention:.2f} when other jobs share the CPU" +
                ("" if profile.same_host else "; not this host: a rough guide, band doubled"))
@@ -120,7 +121,8 @@ def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None
     row = row or rows[0]
     return TimeProfile(host=row["host"], device=kind, forward_passes=int(row["forward_passes"]),
                        constants={k: float(row["constants"][k]) for k in CONSTANTS}, error=float(row["error"]),
-                       contention=max(1.0, float(row.get("contention", 1.0))), same_host=same)
+                       contention=max(1.0, float(row.get("contention", 1.0))),
+                       rtn_error=float(row.get("rtn_error", 0.5)), same_host=same)
 
 
 def time_profile(device: str) -> TimeProfile | None:
