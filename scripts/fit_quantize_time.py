@@ -12,11 +12,11 @@ GPTQModel's own solve time. From them, by least squares:
   - load_save_s_per_gb:                (load + save) / float GB, averaged
   - fixed_s:                           total - resolve - load - save - sum of layer seconds, averaged
   - convert_s_per_gb, rtn_s_per_gb:    from the runs that converted a .gguf / used --method rtn
-Every time is first scaled by the CPU share the run got (CPU time / wall, at most 1), so the constants describe a run
-with a full core to itself; `contention` is the largest wall / scaled ratio seen (the slowdown other jobs caused).
-The error stated is the largest of |estimate / scaled actual - 1| over the runs, each run predicted both by the
-constants fitted on all runs and by those fitted without it (leave-one-out). `qfit quantize` prints
-T (1 - error) to T (1 + error) x contention.
+Every time is first multiplied by the CPU share the run got (CPU time / wall), so the constants count one core's
+time; `cores` is the lowest and highest share seen over all the runs given (other jobs competing; torch using both
+cores when the machine is idle). The error stated is the largest of |estimate / one-core actual - 1| over the runs,
+each predicted both by the constants fitted on all runs and by those fitted without it (leave-one-out).
+`qfit quantize` prints T (1 - error) / most cores to T (1 + error) / fewest cores.
 
     PYTHONPATH=. python scripts/fit_quantize_time.py OUT1/qfit-report.json OUT2/qfit-report.json ... \
         [--rtn RTN/qfit-report.json] [--convert GGUFRUN/qfit-report.json] [--jit-s 44] [--check HELDOUT.json ...] \
@@ -56,13 +56,13 @@ def cpu_share(path: Path, report: dict) -> float:
 
 
 def _load(path: str) -> dict:
-    """A report with its times scaled to a run that had a full core (x min(1, CPU share)) and its layout."""
+    """A report with its times scaled to one core's time (x CPU share) and its layout."""
     from qfit.model.sources import load_model
     from qfit.quantize.job import read_layout
 
     report = json.loads(Path(path).read_text())
     share = cpu_share(Path(path), report)
-    k = min(1.0, share)
+    k = share
     report["_share"], report["_wall"] = share, report["total_seconds"]
     report["total_seconds"] *= k
     report["phases"] = {name: v * k for name, v in report["phases"].items()}
@@ -133,7 +133,7 @@ def predict(constants: dict[str, float], r: dict) -> float:
 
 def _run_row(r: dict) -> dict:
     return {"nsamples": r["recipe"]["nsamples"], "seqlen": r["recipe"]["seqlen"], "wall_s": round(r["_wall"], 1),
-            "cpu_share": round(r["_share"], 3), "full_core_s": round(r["total_seconds"], 1)}
+            "cpu_share": round(r["_share"], 3), "one_core_s": round(r["total_seconds"], 1)}
 
 
 def _rtn_and_convert(args) -> dict[str, float]:
@@ -142,7 +142,7 @@ def _rtn_and_convert(args) -> dict[str, float]:
     extra = {"convert_s_per_gb": 0.0, "rtn_s_per_gb": 0.0, "jit_s": args.jit_s or 0.0}
     if args.convert:
         c = json.loads(Path(args.convert).read_text())
-        k = min(1.0, cpu_share(Path(args.convert), c))
+        k = cpu_share(Path(args.convert), c)
         extra["convert_s_per_gb"] = c["phases"]["resolve"] * k / (c["float_weight_bytes"] / 1e9)
     per_gb = [_rtn_per_gb(Path(path)) for path in args.rtn]
     if per_gb:
@@ -152,7 +152,7 @@ def _rtn_and_convert(args) -> dict[str, float]:
 
 def _rtn_per_gb(path: Path) -> float:
     c = json.loads(path.read_text())
-    seconds = (c["total_seconds"] - c["phases"].get("resolve", 0)) * min(1.0, cpu_share(path, c))
+    seconds = (c["total_seconds"] - c["phases"].get("resolve", 0)) * cpu_share(path, c)
     return seconds / (c["float_weight_bytes"] / 1e9)
 
 
@@ -161,6 +161,14 @@ def _rtn_error(paths: list[str], mean: float) -> float:
     if len(paths) < 2:
         return 0.5
     return math.ceil(max(abs(_rtn_per_gb(Path(p)) / mean - 1) for p in paths) * 20) / 20
+
+
+def _cores(reports: list[dict], args) -> list[float]:
+    """[lowest, highest] CPU share over every run given (fitted, held out, RTN, conversion), rounded outwards."""
+    shares = [r["_share"] for r in reports]
+    for path in [*args.rtn, *args.check, *([args.convert] if args.convert else [])]:
+        shares.append(cpu_share(Path(path), json.loads(Path(path).read_text())))
+    return [math.floor(min(shares) * 20) / 20, math.ceil(max(shares) * 20) / 20]
 
 
 def main() -> None:
@@ -195,7 +203,7 @@ def main() -> None:
     row = {"host": host_key(), "device": "cpu", "forward_passes": PASSES,
            "constants": {k: round(constants[k], 4) for k in CONSTANTS},
            "error": math.ceil(worst * 20) / 20, "rtn_error": _rtn_error(args.rtn, extra["rtn_s_per_gb"]),
-           "contention": math.ceil(max(1 / min(1.0, r["_share"]) for r in reports) * 20) / 20, "runs": runs,
+           "cores": _cores(reports, args), "runs": runs,
            "held_out": checks,
            "versions": reports[0]["libraries"], "model": Path(reports[0]["model_dir"]).name,
            "measured": date.today().isoformat(), "note": args.note}

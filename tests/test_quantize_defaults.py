@@ -164,11 +164,12 @@ def test_estimate_by_hand(method, convert_gb, compile_kernel, same_host, total, 
     assert ("not this host" in est.assumes) is (not same_host)
 
 
-def test_contention_widens_the_upper_end_only():
+def test_cpu_shares_seen_widen_the_band():
     profile = TimeProfile(host="h", device="cpu", forward_passes=5, constants=CONSTANTS, error=0.1, rtn_error=0.2,
-                          contention=1.5)
+                          cores=(0.5, 1.6))
     est = estimate_time(profile, method="rtn", layers=[], hidden=1, float_gb=0.5, nsamples=1, seqlen=16)
-    assert (est.total_s, est.low_s, est.high_s) == (25.0, 20.0, pytest.approx(45.0))     # 25 x 1.2 x 1.5
+    # 25 s on one core; low 25 x 0.8 / 1.6 cores = 12.5 s, high 25 x 1.2 / 0.5 cores = 60 s
+    assert (est.total_s, est.low_s, est.high_s) == (25.0, pytest.approx(12.5), pytest.approx(60.0))
 
 
 @pytest.mark.parametrize("missing, method, convert_gb", [("rtn_s_per_gb", "rtn", 0.0), ("forward_gflops", "gptq", 0.0),
@@ -187,7 +188,7 @@ def test_estimate_terms_by_hand():
 
 
 def test_profile_rows_by_host_and_device():
-    row = {"forward_passes": 5, "constants": CONSTANTS, "error": 0.25}
+    row = {"forward_passes": 5, "constants": CONSTANTS, "error": 0.25, "cores": [0.6, 1.4]}
     rows = [dict(row, host="other cpu x8", device="cpu"), dict(row, host="this cpu x2", device="cpu")]
     assert pick_profile(rows, "this cpu x2", "cpu").same_host
     other = pick_profile(rows, "new cpu x4", "cpu")
@@ -203,7 +204,7 @@ def test_the_shipped_profile_parses():
     assert rows
     for r in rows:
         p = pick_profile([r], r["host"], r["device"])
-        assert p.same_host and 0 < p.error < 1 and 0 < p.rtn_error < 1 and p.contention >= 1
+        assert p.same_host and 0 < p.error < 1 and 0 < p.rtn_error < 1 and p.cores[0] <= 1 <= p.cores[1]
         assert all(v >= 0 for v in p.constants.values())
         assert min(p.constants[k] for k in ("forward_gflops", "gptq_gflops", "load_save_s_per_gb", "rtn_s_per_gb")) > 0
         assert len(r["runs"]) >= 2

@@ -77,8 +77,8 @@ class QuantizeReport:
             t = d["time_estimate"]
             t["actual_s"] = self.total_seconds
             t["error"] = round(t["total_s"] / self.total_seconds - 1, 3)
-            # the estimate is for a run with a full core: compare it with the time this run would have taken so
-            t["error_at_full_core"] = round(t["total_s"] / (self.total_seconds * share) - 1, 3) if share else None
+            # the estimate counts one core's time: compare it with this run's CPU time too (wall x CPU share)
+            t["error_one_core"] = round(t["total_s"] / (self.total_seconds * share) - 1, 3) if share else None
         return d
 
 

@@ -172,9 +172,9 @@ def _estimate_line(timing, job: QuantizeJob, dev: str, have_layout: bool) -> str
     if timing is None:
         return f"{what}: no time estimate (no constants for {job.method} on {dev} in profiles/quantize/time.yaml)"
     other = "" if timing.same_host else f"; constants from {timing.host}, not this host"
-    shared = f"; x{timing.contention:.2f} if the CPU is shared" if timing.contention > 1 else ""
-    return (f"{what}: estimated {duration(timing.total_s)}, {duration(timing.low_s)} to {duration(timing.high_s)} "
-            f"(±{timing.error:.0%}{shared}{other})")
+    return (f"{what}: estimated {duration(timing.total_s)} on one core, {duration(timing.low_s)} to "
+            f"{duration(timing.high_s)} (±{timing.error:.0%}; runs here got {timing.cores[0]:.2f} to "
+            f"{timing.cores[1]:.2f} cores{other})")
 
 
 def predict_memory(layout: ModelLayout, job: QuantizeJob, device: str):
@@ -216,13 +216,15 @@ def _prepare(model: str, out: Path, job: QuantizeJob, dev: str, calib_text, say,
     from qfit.loading import check_model_dir, resolve_model_dir
     from qfit.model.ref import model_ref
     from qfit.model.sources import load_model
-    from qfit.paths import cache_dir
     from qfit.quantize.engine import prepare_env
+    from qfit.quantize.source import gguf_needs_conversion
 
     t = time.perf_counter()
     kind = model_ref(model).kind
-    if kind != "folder":
-        say("converting the .gguf to a float folder (once; cached)" if kind == "gguf" else "fetching the weights")
+    if kind == "gguf" and gguf_needs_conversion(model):
+        say("converting the .gguf to a float32 folder (once: it is cached for the next run)")
+    elif kind in ("hub", "catalog"):
+        say("fetching the weights (safetensors only)")
     model_dir = resolve_model_dir(model)
     phases["resolve"] = round(time.perf_counter() - t, 2)
     refuse_overlap(out, [model_dir])              # OUT must not be, hold or sit inside the converted/downloaded folder

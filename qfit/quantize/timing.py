@@ -20,10 +20,11 @@ tokenizing the calibration text, checks, the report). RTN, tensor by tensor: rtn
 
 The constants are fitted per host and device from real runs (scripts/fit_quantize_time.py) and stored with their
 protocol and error in profiles/quantize/time.yaml; a host without its own row gets the first row of its device kind
-and the estimate says so. They describe a run that has a full core to itself (each fitting run's times are scaled by
-the CPU share it got); `contention` is the worst slowdown other jobs caused during the fitting runs, and widens the
-band's upper end: low = T (1 - error), high = T (1 + error) x contention. Pure: no I/O here except `time_profile`
-(reading the YAML) and `host_key` (reading /proc).
+and the estimate says so. They count one core's time (each fitting run's times are multiplied by the CPU share it got,
+CPU time / wall): T is the wall time of a run that gets exactly one core. The band adds what the measured runs got
+(`cores`: the lowest and highest CPU share seen, from other jobs competing to torch using both cores on an idle
+machine): low = T (1 - error) / most cores, high = T (1 + error) / fewest cores. Pure: no I/O here except
+`time_profile` (reading the YAML) and `host_key` (reading /proc).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class TimeProfile:
     forward_passes: int
     constants: dict[str, float]
     error: float                 # relative half-width of the band (largest error over the fitting runs, rounded up)
-    contention: float = 1.0      # >= 1: wall / (wall x CPU share) at worst over the fitting runs (a shared machine)
+    cores: tuple[float, float] = (1.0, 1.0)   # lowest (<= 1) and highest (>= 1) CPU share the measured runs got
     rtn_error: float = 0.5       # the band of an RTN estimate (spread of the RTN runs)
     same_host: bool = True
 
@@ -56,7 +57,7 @@ class TimeEstimate:
     host: str
     same_host: bool
     error: float                 # the band's relative half-width around total_s (doubled for another host's row)
-    contention: float            # the upper end's extra factor for a CPU shared with other jobs
+    cores: tuple[float, float]   # the CPU shares that widen the band (fewest -> high end, most -> low end)
     assumes: str
 
     def to_dict(self) -> dict:
@@ -101,13 +102,12 @@ def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[
             terms["jit"] = c["jit_s"]
     total = sum(terms.values())
     band = (profile.rtn_error if method == "rtn" else profile.error) * (1 if profile.same_host else 2)
-    assumes = (f"constants measured on {profile.host} ({profile.device}) for a run with a full core; up to "
-               f"x{profile.contention:.2f} when other jobs share the CPU" +
-               ("" if profile.same_host else "; not this host: a rough guide, band doubled"))
-    return TimeEstimate(total_s=total, low_s=total * max(0.0, 1 - band),
-                        high_s=total * (1 + band) * profile.contention,
+    fewest, most = profile.cores
+    assumes = (f"constants measured on {profile.host} ({profile.device}) for a run that gets one core; runs there got "
+               f"{fewest:.2f} to {most:.2f} cores" + ("" if profile.same_host else "; not this host: band doubled"))
+    return TimeEstimate(total_s=total, low_s=total * max(0.0, 1 - band) / most, high_s=total * (1 + band) / fewest,
                         terms={k: round(v, 1) for k, v in terms.items()}, host=profile.host,
-                        same_host=profile.same_host, error=band, contention=profile.contention, assumes=assumes)
+                        same_host=profile.same_host, error=band, cores=profile.cores, assumes=assumes)
 
 
 def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None:
@@ -121,7 +121,7 @@ def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None
     row = row or rows[0]
     return TimeProfile(host=row["host"], device=kind, forward_passes=int(row["forward_passes"]),
                        constants={k: float(row["constants"][k]) for k in CONSTANTS}, error=float(row["error"]),
-                       contention=max(1.0, float(row.get("contention", 1.0))),
+                       cores=(min(1.0, float(row["cores"][0])), max(1.0, float(row["cores"][1]))),
                        rtn_error=float(row.get("rtn_error", 0.5)), same_host=same)
 
 
