@@ -16,7 +16,14 @@ from click.testing import CliRunner
 from qfit.cli import cli
 from qfit.errors import QfitError
 from qfit.precision import Override, gptq_recipe
-from qfit.quantize.job import AUTO_CALIBRATION, QuantizeJob, check_shapes, dividing_group_sizes, parse_count
+from qfit.quantize.job import (
+    AUTO_CALIBRATION,
+    CALIBRATION_WHY,
+    QuantizeJob,
+    check_shapes,
+    dividing_group_sizes,
+    parse_count,
+)
 from qfit.quantize.source import gguf_layout, gguf_linears, source_layout
 from qfit.quantize.terminal import PlainProgress, capture_output, duration
 from qfit.quantize.timing import TimeProfile, estimate_time, layer_flops, pick_profile
@@ -216,6 +223,7 @@ def test_auto_calibration_depends_on_the_device():
     job = QuantizeJob.from_flags(group_size=64)
     assert (job.nsamples, job.seqlen) == (None, None)
     cpu, gpu = job.for_device("cpu"), job.for_device("cuda")
+    assert {cpu.calibration_size, gpu.calibration_size} <= set(CALIBRATION_WHY)     # every auto choice says why
     assert (cpu.nsamples, cpu.seqlen) == AUTO_CALIBRATION["cpu"] and cpu.calibration_size == "auto: cpu default"
     assert (gpu.nsamples, gpu.seqlen) == (128, 2048) and gpu.calibration_size == "auto: gpu default"
     assert cpu.nsamples * cpu.seqlen < gpu.nsamples * gpu.seqlen

@@ -15,7 +15,7 @@ from qfit.atomic import publish_dir
 from qfit.errors import QfitError
 from qfit.paths import cache_dir
 from qfit.quantize import checkpoint as ck
-from qfit.quantize.job import ModelLayout, QuantizeJob, check_shapes, read_layout
+from qfit.quantize.job import CALIBRATION_WHY, ModelLayout, QuantizeJob, check_shapes, read_layout
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -267,7 +267,7 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
         bits_per_weight=round(checked.bits_per_weight or 0.0, 4), size_on_disk_bytes=0,
         weight_bytes=checked.tensor_bytes, float_weight_bytes=layout.float_bytes, wall_seconds=round(wall, 2),
         peak_rss_bytes=peak_rss_bytes(), peak_vram_bytes=_peak_vram(dev), memory_estimate=estimate.to_dict(),
-        device=dev, planner_prediction=planner_prediction(loaded, job.recipe), notes=_notes(job.recipe, checked),
+        device=dev, planner_prediction=planner_prediction(loaded, job.recipe), notes=_notes(job, checked),
         time_estimate=timing.to_dict() if timing else None, phases=phases, log_file=LOG_NAME)
     report.total_seconds = round(time.perf_counter() - t_start, 2)
     report.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
@@ -286,8 +286,15 @@ def _write_report(tmp: Path, report) -> None:
     (tmp / "qfit-report.md").write_text(render_markdown(report))
 
 
-def _notes(recipe, checked) -> list[str]:
+def _notes(job: QuantizeJob, checked) -> list[str]:
+    recipe = job.recipe
     notes = [f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"]
+    if job.method == "gptq" and job.calibration_size.startswith("auto"):
+        notes.append(f"calibration {job.nsamples} x {job.seqlen} tokens: {job.calibration_size} "
+                     f"({CALIBRATION_WHY[job.calibration_size]})")
+    warning = job.small_calibration_warning()
+    if warning:
+        notes.append(warning)
     if not recipe.sym:
         # v1 stores zero-1; loaders add 1 to the packed word, so a zero point of 0 carries into its neighbour
         # (GPTQModel's own v1->v2 code documents the overflow). v2 fixes it but is not what vLLM/transformers read.
