@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from qfit.errors import QfitError
+from qfit.quantize.job import AUTO_CALIBRATION
 from qfit.stdio import stdout_to_stderr
 
 
@@ -36,8 +38,10 @@ def _rich_progress(console):
         TimeRemainingColumn,
     )
 
+    # no stdout/stderr redirection by rich: during the run they point at the log file (qfit.quantize.terminal)
     bar = Progress(TextColumn("[bold]quantizing[/] layer"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+                   TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+                   redirect_stdout=False, redirect_stderr=False)
 
     def factory(total_layers: int):
         task = bar.add_task("layers", total=total_layers)
@@ -46,12 +50,27 @@ def _rich_progress(console):
     return bar, factory
 
 
+def _progress_view(console, write):
+    """(context manager, factory): the rich bar on a terminal, plain throttled lines otherwise (logs, CI, pipes)."""
+    if console.is_terminal:
+        return _rich_progress(console)
+    from qfit.quantize.terminal import PlainProgress
+
+    return contextlib.nullcontext(), lambda total: PlainProgress(write, total)
+
+
+_AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu'][1]} tokens when the codes are "
+         f"computed on the CPU (minutes for a 135M model on 2 cores; the run warns that calibration is small), "
+         f"{AUTO_CALIBRATION['cuda'][0]} x {AUTO_CALIBRATION['cuda'][1]} on a GPU (the GPTQ paper's setting)")
+
+
 @click.command("quantize")
 @click.argument("model")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--bits", type=int, default=4, show_default=True, help="2, 3, 4 or 8.")
 @click.option("--group-size", "group_size", default="128", show_default=True,
-              help="-1 (per column), 16, 32, 64, 128, 256, 512 or 1024; Marlin kernels take -1/32/64/128.")
+              help="-1 (per column), 16, 32, 64, 128, 256, 512 or 1024; must divide every quantized layer's input "
+                   "width (checked before any work; the error lists the sizes that do); Marlin takes -1/32/64/128.")
 @click.option("--desc-act/--no-desc-act", default=False, show_default=True, help="Quantize columns in activation order.")
 @click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (Marlin needs sym).")
 @click.option("--keep", multiple=True, metavar="PATTERN",
@@ -61,8 +80,8 @@ def _rich_progress(console):
 @click.option("--damp", type=float, default=0.01, show_default=True, help="Hessian dampening (fraction of mean diagonal).")
 @click.option("--calib", default="xsum", show_default=True,
               help="Calibration text: .txt/.jsonl/.parquet file, built-in xsum|boolq-passages|pydoc, or a hub dataset.")
-@click.option("--nsamples", type=int, default=128, show_default=True, help="Calibration windows.")
-@click.option("--seqlen", type=int, default=2048, show_default=True, help="Tokens per calibration window.")
+@click.option("--nsamples", default="auto", metavar="N|auto", help=f"Calibration windows. {_AUTO}.")
+@click.option("--seqlen", default="auto", metavar="N|auto", help="Tokens per calibration window (auto: as --nsamples).")
 @click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
@@ -70,20 +89,30 @@ def _rich_progress(console):
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
 def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp, calib, nsamples, seqlen, method,
              device, force, as_json, trust_remote_code):
-    """Quantize MODEL (HF folder, .gguf, hub id or catalog name) into OUT as a GPTQ v1 checkpoint with a qfit-report."""
+    """Quantize MODEL (HF folder, .gguf, hub id or catalog name) into OUT as a GPTQ v1 checkpoint with a qfit-report.
+
+    Before any heavy work it checks the recipe against the model's shapes and prints a time estimate (with its error
+    band, from constants measured per host in profiles/quantize/time.yaml). GPTQModel's and transformers' output goes
+    to OUT/qfit-quantize.log; the terminal shows a few lines and per-layer progress."""
     from rich.console import Console
 
     from qfit.quantize.job import QuantizeJob, parse_override
     from qfit.quantize.run import quantize as run_quantize
+    from qfit.quantize.terminal import terminal_stream
 
     job = QuantizeJob.from_flags(bits=bits, group_size=_group_size(group_size), desc_act=desc_act, sym=sym,
                                  keep=tuple(keep), overrides=tuple(parse_override(o) for o in overrides), damp=damp,
                                  method=method, nsamples=nsamples, seqlen=seqlen, calib=calib)
-    console = Console(stderr=True)  # progress and library chatter on stderr: stdout stays clean for --json
+    term = terminal_stream()   # stays on the terminal while the libraries' output goes to the log file
+    console = Console(file=term)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     signal.signal(signal.SIGTERM, _terminate)
-    bar, factory = _rich_progress(console)
+    bar, factory = _progress_view(console, say)
     with stdout_to_stderr(), bar:
-        report = run_quantize(model, out, job, device=device, force=force, progress=factory,
+        report = run_quantize(model, out, job, device=device, force=force, progress=factory, notify=say,
                               trust_remote_code=trust_remote_code)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -94,6 +123,8 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
 def _render(console, report) -> None:
     from rich.table import Table
 
+    from qfit.quantize.report import time_line
+
     d = report.to_dict()
     t = Table(title=f"qfit quantize -> {d['out']}", show_header=False)
     r = d["recipe"]
@@ -103,15 +134,18 @@ def _render(console, report) -> None:
               + extra)
     if d["calibration"]:
         c = d["calibration"]
-        t.add_row("calibration", f"{c['nsamples']} x {c['seqlen']} tokens, {c['source']['name']} ({c['source']['split']})")
+        t.add_row("calibration", f"{c['nsamples']} x {c['seqlen']} tokens ({r['calibration_size']}), "
+                  f"{c['source']['name']} ({c['source']['split']})")
     t.add_row("stored", f"{d['bits_per_weight']:.3f} bits/weight over {d['quantized_params']:,} weights")
     t.add_row("weights", f"{d['weight_bytes'] / 1e6:,.1f} MB (float {d['float_weight_bytes'] / 1e6:,.1f} MB)")
     pred = d["planner_prediction"]
     t.add_row("planner predicted", f"{pred['weight_bytes'] / 1e6:,.1f} MB" if pred.get("available")
               else f"n/a ({pred.get('reason')})")
     t.add_row("on disk", f"{d['size_on_disk_bytes'] / 1e6:,.1f} MB")
-    t.add_row("wall time", f"{d['wall_seconds']:.1f} s on {d['device']}")
+    t.add_row("time", f"{time_line(d)} on {d['device']}")
     t.add_row("peak RSS", f"{d['peak_rss_bytes'] / 1e9:.2f} GB (predicted {d['memory_estimate']['total_bytes'] / 1e9:.2f} GB)")
+    if d["log_file"]:
+        t.add_row("library log", d["log_file"])
     for note in d["notes"]:
         t.add_row("note", note)
     console.print(t)

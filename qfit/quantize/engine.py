@@ -7,7 +7,9 @@ set defaults under qfit's cache before importing it, so the compile happens once
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -69,17 +71,41 @@ def layer_stats(log, callback_times: dict[int, float]) -> list[dict]:
             continue
         row = rows.setdefault(layer, {"layer": layer, "modules": {}, "seconds": 0.0})
         row["modules"][str(e["module"])] = {"loss": _num(e.get("loss")), "seconds": _num(e.get("time")),
-                                            "nsamples": _num(e.get("samples"))}
+                                            "nsamples": _num(e.get("samples")),
+                                            "forward_seconds": _num(e.get("fwd_time"))}
     for layer, row in rows.items():
         row["seconds"] = round(callback_times.get(layer, sum(m["seconds"] or 0 for m in row["modules"].values())), 3)
     return [rows[k] for k in sorted(rows)]
 
 
+@contextlib.contextmanager
+def contained_logs(scratch: Path):
+    """GPTQModel 7.7 writes a per-module JSON log under `logs/` relative to the current directory
+    (looper/loop_processor.py: _PROJECT_LOG_DIR = Path("logs")), i.e. into whatever folder the user ran qfit from.
+    Point it at `scratch` (inside the temp output, removed before publishing: the report holds the same rows). The
+    path is absolute, so the log writer thread GPTQModel leaves behind cannot write into the user's folder later."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:
+        yield
+        return
+    saved = getattr(loop_processor, "_PROJECT_LOG_DIR", None)
+    loop_processor._PROJECT_LOG_DIR = Path(scratch).resolve()
+    try:
+        yield
+    finally:
+        if saved is not None:
+            loop_processor._PROJECT_LOG_DIR = saved
+
+
 def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], device: str, on_layer=None,
-             trust_remote_code: bool = False) -> list[dict]:
-    """Quantize with GPTQModel and save into out_dir (the caller normalises config files afterwards)."""
+             trust_remote_code: bool = False, phases: dict | None = None) -> list[dict]:
+    """Quantize with GPTQModel and save into out_dir (the caller normalises config files afterwards). `phases`
+    receives the seconds spent loading, quantizing (all layers) and saving."""
     from qfit.precision import quantization_config
 
+    phases = {} if phases is None else phases
+    t = time.perf_counter()
     try:
         from gptqmodel import GPTQModel, QuantizeConfig
     except ImportError as exc:
@@ -94,10 +120,28 @@ def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], d
                         **({"dynamic": dynamic} if dynamic else {}))
     from qfit.loading import safe_model_dir
 
-    model = GPTQModel.load(str(safe_model_dir(model_dir)), qc, device=device, trust_remote_code=trust_remote_code)
-    callback = LayerCallback(on_layer)
-    model.layer_callback = callback
-    calib = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
-    log = model.quantize(calib, batch_size=1)
-    model.save(str(out_dir))
+    scratch = Path(out_dir) / ".gptqmodel-logs"
+    with contained_logs(scratch):
+        model = GPTQModel.load(str(safe_model_dir(model_dir)), qc, device=device, trust_remote_code=trust_remote_code)
+        phases["load"] = round(time.perf_counter() - t, 2)
+        callback = LayerCallback(on_layer)
+        model.layer_callback = callback
+        calib = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
+        t = time.perf_counter()
+        log = model.quantize(calib, batch_size=1)
+        phases["layers"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        model.save(str(out_dir))
+        phases["save"] = round(time.perf_counter() - t, 2)
+        _drain_log_writer()
+    shutil.rmtree(scratch, ignore_errors=True)
     return layer_stats(log, callback.times)
+
+
+def _drain_log_writer() -> None:
+    """Wait for GPTQModel's serial CPU worker to finish its queued log writes before the scratch folder goes
+    (it counts serial tasks as in flight until they finish: utils/threadx.py submit_serial / wait)."""
+    with contextlib.suppress(Exception):
+        from gptqmodel import DEVICE_THREAD_POOL
+
+        DEVICE_THREAD_POOL.wait("cpu")

@@ -7,7 +7,7 @@ safetensors headers say about the linears the recipe will quantize.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qfit.errors import QfitError
@@ -16,6 +16,23 @@ from qfit.precision import GROUP_SIZES, Override, Recipe, gptq_recipe, weight_by
 from qfit.quantize import checkpoint as ck
 
 METHODS = ("gptq", "rtn")
+
+# Calibration size when --nsamples/--seqlen are "auto" (the default), by the device the codes are computed on.
+# GPU: the GPTQ paper's setting (Frantar et al. 2022, arXiv:2210.17323, section 4: 128 random 2048-token segments).
+# CPU: chosen so SmolLM2-135M quantizes in a few minutes on a 2-core machine; GPTQModel's per-layer and per-module
+# overheads dominate there (profiles/quantize/time.yaml), so fewer, shorter windows buy most of the time back.
+# The cost is a noisier Hessian estimate: the run prints a one-line warning whenever calibration is small.
+AUTO_CALIBRATION = {"cuda": (128, 2048), "cpu": (8, 256)}
+CALIBRATION_WHY = {
+    "auto: gpu default": "the GPTQ paper's setting",
+    "auto: cpu default": "GPTQModel on a CPU takes ~0.08 s of one core per calibration token for a 135M model here "
+                         "(profiles/quantize/time.yaml); 2,048 tokens keep a small model to minutes and still exceed "
+                         "its widest layer input, so the Hessians can be full rank",
+}
+# GPTQModel 7.7 warns below these (looper/loop_processor.py: min_calibration_dataset_size,
+# min_calibration_dataset_input_ids_avg_length); its warning goes to the log file, so qfit repeats it in one line.
+GPTQMODEL_MIN_WINDOWS = 256
+GPTQMODEL_MIN_WINDOW_TOKENS = 256
 
 
 def parse_override(text: str) -> Override:
@@ -29,25 +46,39 @@ def parse_override(text: str) -> Override:
             from None
 
 
+def parse_count(flag: str, value) -> int | None:
+    """--nsamples/--seqlen: a positive whole number, or "auto" (None: chosen by device, see AUTO_CALIBRATION)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise QfitError(f"{flag} {value!r}: expected a whole number or auto") from None
+
+
 @dataclass(frozen=True)
 class QuantizeJob:
+    """nsamples/seqlen None mean "auto": `for_device` fills them in once the device is known."""
+
     recipe: Recipe
     method: str = "gptq"
     damp: float = 0.01
-    nsamples: int = 128
-    seqlen: int = 2048
+    nsamples: int | None = None
+    seqlen: int | None = None
     calib: str = "xsum"
+    calibration_size: str = "given"      # "given", or "auto: cpu default"/"auto: gpu default" from for_device
 
     @classmethod
     def from_flags(cls, *, bits: int = 4, group_size: int = 128, desc_act: bool = False, sym: bool = True,
                    keep: tuple[str, ...] = (), overrides: tuple[Override, ...] = (), method: str = "gptq",
-                   damp: float = 0.01, nsamples: int = 128, seqlen: int = 2048, calib: str = "xsum") -> QuantizeJob:
+                   damp: float = 0.01, nsamples: int | str | None = None, seqlen: int | str | None = None,
+                   calib: str = "xsum") -> QuantizeJob:
         if group_size not in GROUP_SIZES["gptq"]:
             raise QfitError(f"--group-size {group_size} is not supported: choose one of "
                             f"{', '.join(map(str, GROUP_SIZES['gptq']))} (-1 = one group per column)")
         recipe = gptq_recipe(bits, group_size, sym=sym, desc_act=desc_act, keep=tuple(keep),
                              overrides=tuple(overrides))
-        job = cls(recipe, method, damp, nsamples, seqlen, calib)
+        job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib)
         job.validate()
         return job
 
@@ -58,16 +89,40 @@ class QuantizeJob:
             raise QfitError(f"--method {self.method!r}: choose gptq or rtn")
         if not 0 < self.damp < 1:
             raise QfitError(f"--damp {self.damp} must be between 0 and 1 (fraction of the Hessian's mean diagonal)")
-        if self.nsamples < 1 or self.seqlen < 16:
-            raise QfitError("--nsamples must be >= 1 and --seqlen >= 16")
+        if (self.nsamples is not None and not 1 <= self.nsamples <= 1_000_000) or \
+                (self.seqlen is not None and not 16 <= self.seqlen <= 1_048_576):
+            raise QfitError("--nsamples must be between 1 and 1,000,000 and --seqlen between 16 and 1,048,576 "
+                            "(or auto)")
         if self.method == "rtn" and self.recipe.desc_act:
             raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
+
+    def for_device(self, device: str) -> QuantizeJob:
+        """The job with "auto" calibration sizes replaced by the device's defaults (AUTO_CALIBRATION)."""
+        if self.nsamples is not None and self.seqlen is not None:
+            return self
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        n, s = AUTO_CALIBRATION[kind]
+        return replace(self, nsamples=self.nsamples or n, seqlen=self.seqlen or s,
+                       calibration_size=f"auto: {'gpu' if kind == 'cuda' else 'cpu'} default")  # a CALIBRATION_WHY key
+
+    def small_calibration_warning(self) -> str | None:
+        """One line when calibration is below what GPTQModel recommends (None for RTN or a large enough set)."""
+        if self.method != "gptq" or self.nsamples is None or self.seqlen is None:
+            return None
+        if self.nsamples >= GPTQMODEL_MIN_WINDOWS and self.seqlen >= GPTQMODEL_MIN_WINDOW_TOKENS:
+            return None
+        tokens = self.nsamples * self.seqlen
+        return (f"warning: small calibration ({self.nsamples} x {self.seqlen} = {tokens:,} tokens; "
+                f"GPTQModel recommends >= {GPTQMODEL_MIN_WINDOWS} windows of >= {GPTQMODEL_MIN_WINDOW_TOKENS} tokens, "
+                f"the GPTQ paper used 128 x 2048): a noisier Hessian can cost quality; "
+                f"raise --nsamples/--seqlen if time allows")
 
     def to_dict(self) -> dict:
         r = self.recipe
         return {"precision": r.name, "bits": int(r.bits), "group_size": r.group_size, "desc_act": r.desc_act,
                 "sym": r.sym, "keep": list(r.keep), "overrides": r.to_dict()["overrides"], "damp": self.damp,
-                "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib}
+                "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib,
+                "calibration_size": self.calibration_size}
 
 
 @dataclass(frozen=True)
@@ -109,16 +164,23 @@ def read_layout(model_dir: Path, spec) -> ModelLayout:
                        num_layers=len(layers), hidden=spec.hidden)
 
 
+def dividing_group_sizes(widths) -> list[int]:
+    """The supported group sizes that divide every width in `widths`, and -1 (one group per column: always)."""
+    return [g for g in GROUP_SIZES["gptq"] if g > 0 and all(w % g == 0 for w in widths)] + [-1]
+
+
 def check_shapes(layout: ModelLayout, recipe: Recipe) -> None:
-    """Refuse recipes the v1 layout cannot store, naming the module and the group sizes that would work."""
+    """Refuse recipes the v1 layout cannot store, naming the module and the group sizes that would work (those that
+    divide the input width of every module the recipe quantizes; modules --keep leaves 16-bit do not count)."""
+    stored = {name: recipe.for_module(name) for name in layout.linears}
+    widths = sorted({layout.linears[n][1] for n, s in stored.items() if s is not None})
     for name, (out_f, in_f) in layout.linears.items():
-        stored = recipe.for_module(name)
-        if stored is None:
+        if stored[name] is None:
             continue   # kept 16-bit
-        bits, group = stored
+        bits, group = stored[name]
         if group != -1 and in_f % group:
-            ok = [g for g in GROUP_SIZES["gptq"] if g > 0 and all(i % g == 0 for _, i in layout.linears.values())]
-            hint = f"; group sizes that divide every layer: {', '.join(map(str, ok + [-1]))}"
-            raise QfitError(f"--group-size {group} does not divide in_features {in_f} of {name}{hint}")
+            ok = ", ".join(map(str, dividing_group_sizes(widths)))
+            raise QfitError(f"--group-size {group} does not divide in_features {in_f} of {name}; group sizes that "
+                            f"divide every quantized layer (input widths {', '.join(map(str, widths))}): {ok}")
         if in_f % 32 or (out_f * bits) % 32:
             raise QfitError(f"{name} ({in_f} in, {out_f} out) cannot be packed into int32 words at {bits} bits")

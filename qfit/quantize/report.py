@@ -59,6 +59,11 @@ class QuantizeReport:
     libraries: dict = field(default_factory=library_versions)
     planner_prediction: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    time_estimate: dict | None = None   # qfit.quantize.timing.TimeEstimate, made before the run started
+    phases: dict = field(default_factory=dict)   # measured seconds: resolve, calibration, load, layers, save
+    total_seconds: float = 0.0          # from the start of the heavy work to the report: what time_estimate predicts
+    cpu_seconds: float = 0.0            # CPU time over the same span (cpu_share = cpu / total: 1 = one full core)
+    log_file: str | None = None         # the libraries' output, beside the report
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,7 +71,28 @@ class QuantizeReport:
         if pred.get("available"):
             d["planner_prediction"]["real_weight_bytes"] = self.weight_bytes
             d["planner_prediction"]["ratio_real_to_predicted"] = round(self.weight_bytes / pred["weight_bytes"], 4)
+        share = self.cpu_seconds / self.total_seconds if self.total_seconds and self.cpu_seconds else None
+        d["cpu_share"] = round(share, 3) if share else None
+        if self.time_estimate and self.total_seconds:
+            t = d["time_estimate"]
+            t["actual_s"] = self.total_seconds
+            t["error"] = round(t["total_s"] / self.total_seconds - 1, 3)
+            # the estimate counts one core's time: compare it with this run's CPU time too (wall x CPU share)
+            t["error_one_core"] = round(t["total_s"] / (self.total_seconds * share) - 1, 3) if share else None
         return d
+
+
+def time_line(d: dict) -> str:
+    """'estimated 3 min 10 s (2 min 55 s to 4 min 50 s), took 3 min 02 s, 98% of a core (estimate +4%)'."""
+    from qfit.quantize.terminal import duration
+
+    t = d.get("time_estimate")
+    share = f", {d['cpu_share']:.0%} of a core" if d.get("cpu_share") else ""
+    took = f"took {duration(d['total_seconds'])}{share}"
+    if not t:
+        return f"{took}; no estimate (no timing constants for this device)"
+    return (f"estimated {duration(t['total_s'])} ({duration(t['low_s'])} to {duration(t['high_s'])}), {took} "
+            f"(estimate {t['error']:+.0%})")
 
 
 def _mb(n: int | None) -> str:
@@ -96,7 +122,14 @@ def render_markdown(report: QuantizeReport) -> str:
     cal = d["calibration"]
     if cal:
         lines.append(f"- calibration: {cal['nsamples']} samples x {cal['seqlen']} tokens from {cal['source']['name']} "
-                     f"({cal['source']['split']} split, {cal['source']['fraction']})")
+                     f"({cal['source']['split']} split, {cal['source']['fraction']}); size {r['calibration_size']}")
+    lines.append(f"- time: {time_line(d)}; phases (s): "
+                 + ", ".join(f"{k} {v}" for k, v in d["phases"].items()))
+    if d["time_estimate"]:
+        terms = ", ".join(f"{k} {v}" for k, v in d["time_estimate"]["terms"].items())
+        lines.append(f"- time estimate terms (s): {terms}; {d['time_estimate']['assumes']}")
+    if d["log_file"]:
+        lines.append(f"- library output (GPTQModel, transformers): `{d['log_file']}` in this folder")
     lines += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in d["libraries"].items() if v), "",
               "## Per layer", "", "| layer | seconds | mean loss | worst module |", "|---:|---:|---:|---|"]
     for row in d["layers"]:
