@@ -117,7 +117,9 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    _render(Console(), report)
+    from qfit.tables import console as table_console
+
+    _render(table_console(), report)
 
 
 def _render(console, report) -> None:

@@ -1,6 +1,6 @@
-"""Weight bytes of a checkpoint folder, counted one way for every command that reports them (`qfit profile` now;
-`qfit inspect` and `qfit quantize` sum the same safetensors headers): the bytes of every tensor in its safetensors
-files, from the headers (no tensor data read), with tied weights counted once.
+"""Weight bytes of a checkpoint folder, counted one way for every command that reports them (`qfit profile` and
+`qfit inspect` call this; `qfit quantize` sums the same safetensors headers): the bytes of every tensor in its
+safetensors files, from the headers (no tensor data read), with tied weights counted once.
 
 Tied weights: `save_pretrained` stores a tied lm_head once (safetensors refuses shared storage), so the sum of the
 headers is already right for the checkpoints transformers and GPTQModel write. A checkpoint that stores both

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from qfit.errors import QfitError
 from qfit.jsonfile import read_json_object
+from qfit.model.checkpoint_bytes import tied_embeddings, weight_bytes
 from qfit.model.headers import read_header, shard_files
 
 MARLIN_BITS = (4, 8)
@@ -175,7 +176,7 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
             probs.append("no .qweight tensors found")
         stored = _per_module(q, header)
         modules = [check_module(header, p, *stored(p)) for p in prefixes]
-    tensor_bytes = sum(_nbytes(v) for v in header.values())
+    tensor_bytes = weight_bytes(header, tied_embeddings(config))   # counted as `qfit profile` counts them
     qparams = sum(m.in_features * m.out_features for m in modules if m.in_features and m.out_features)
     qbytes = sum(_nbytes(header[f"{m.name}.{k}"]) for m in modules if not m.problems
                  for k in ("qweight", "qzeros", "scales", "g_idx"))
