@@ -67,6 +67,19 @@ def search_max(ok, lo: int, hi: int) -> int:
     return lo
 
 
+@dataclass(frozen=True)
+class KVPool:
+    bytes_per_gpu: float        # what the engine leaves for KV blocks (and recurrent state) on one GPU
+    tokens: int                 # that pool in tokens of KV (attention layers; a sequence's state not counted)
+    max_concurrency: float      # sequences of the plan's context it holds, state included
+    state_bytes_per_seq: float  # recurrent state one sequence holds on one GPU (hybrid models; 0 otherwise)
+
+    def to_dict(self) -> dict:
+        return {"pool_per_gpu_gib": self.bytes_per_gpu / GIB, "capacity_tokens": self.tokens,
+                "max_concurrency": round(self.max_concurrency, 2),
+                "state_per_sequence_mib": self.state_bytes_per_seq / 2**20}
+
+
 @dataclass(frozen=True, eq=False)
 class Deployment:
     model: LoadedModel
@@ -116,6 +129,18 @@ class Deployment:
 
     def fits(self, context: int, batch: int, prompt: int) -> bool:
         return self.tp_problem is None and self.per_gpu(context, batch, prompt) <= self.budget
+
+    def kv_pool(self, context: int, prompt: int) -> KVPool:
+        """The KV pool one GPU holds beside weights, activations and overhead, in bytes and in tokens, and how many
+        sequences of `context` tokens it holds: the figures vLLM logs at start-up ("GPU KV cache size: N tokens",
+        "Maximum concurrency for L tokens per request: X"), so a plan can be checked against a server log."""
+        fixed = self.memory(context, 1, prompt)
+        pool = max(0.0, self.budget - (fixed.per_gpu - fixed.kv_per_gpu))
+        kv = self.kv_one(context)
+        state = kv.state_bytes / self.gpus
+        per_token = (kv.per_gpu_bytes - state) / context
+        return KVPool(pool, int(pool // per_token) if per_token > 0 else 0,
+                      pool / kv.per_gpu_bytes if kv.per_gpu_bytes > 0 else 0.0, state)
 
     def max_context(self, batch: int, prompt: int, limit: int) -> int:
         return search_max(lambda c: self.fits(c, batch, min(prompt, c)), 1, limit)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qfit.deployment import Deployment, Weights
+from qfit.deployment import Deployment, KVPool, Weights
 from qfit.engines import EngineProfile, EngineRegistry
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator
@@ -48,6 +48,7 @@ class Plan:
     suggestion: str | None = None
     min_gpus: int | None = None       # fewest accelerators of this kind that fit (None: not computed / none up to 64)
     performance: PerfEstimate | None = None
+    kv_pool: KVPool | None = None     # the KV pool in bytes and tokens, and the sequences of `context` it holds
 
     @property
     def headroom_per_gpu(self) -> float:
@@ -77,6 +78,7 @@ class Plan:
             "weights": self.weights.to_dict(),
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context, "max_batch": self.max_batch,
             "suggestion": self.suggestion, "min_gpus": self.min_gpus,
+            "kv_cache": self.kv_pool.to_dict() if self.kv_pool else None,
             "performance": perf,
             "assumptions": list(self.assumptions),
             "error_band": (perf or {}).get("error_band") or {"memory_pct": policy.memory_band_pct,
@@ -147,7 +149,8 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
                 engine=engine, context=w.context, batch=w.batch, kv_dtype=dep.kv_dtype, weights=dep.weights.recipe,
                 memory=mem, budget_per_gpu=dep.budget, fits=fits, reason=reason,
                 max_context=dep.max_context(w.batch, w.prompt, context_limit(model)),
-                max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context))
+                max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context),
+                kv_pool=dep.kv_pool(w.context, w.prompt))
     if not fits and suggest:
         plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     if with_performance:

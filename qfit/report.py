@@ -48,6 +48,12 @@ def print_plan(p, wide: bool = False) -> None:
             con.print(f"  {p.suggestion}")
     con.print(f"max context at batch {p.batch}: {p.max_context:,} tokens;  "
               f"max batch at {fmt_tokens(p.context)} context: {p.max_batch:,}")
+    if p.kv_pool is not None and p.kv_pool.tokens:
+        k = p.kv_pool
+        state = f", {k.state_bytes_per_seq / 2**20:,.1f} MiB of recurrent state each" if k.state_bytes_per_seq else ""
+        con.print(f"KV pool: {_gib(k.bytes_per_gpu)} GiB per GPU = {k.tokens:,} tokens; holds {k.max_concurrency:.2f} "
+                  f"sequences of {fmt_tokens(p.context)} tokens{state} (vLLM logs these as 'GPU KV cache size' and "
+                  "'Maximum concurrency')")
     if p.performance is not None:
         con.print(_perf_line(p.performance.to_dict(), hypothetical=not p.fits))
     con.print("[dim]assumptions:[/]")

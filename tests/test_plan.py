@@ -162,3 +162,25 @@ def test_plot_marks_what_does_not_fit_once_and_titles_the_curve(monkeypatch, tmp
     assert len(tps.texts) == 0
     labels = tps.get_legend_handles_labels()[1]
     assert sum("does not fit" in label for label in labels) == 1
+
+
+def test_kv_pool_in_tokens_and_concurrency_by_hand():
+    """Llama-3-8B bf16 on an A6000 under vLLM: KV = 32 layers x 2 (K,V) x 8 heads x 128 x 2 bytes = 131,072 bytes per
+    token; the pool is the 90 % budget less weights, activations and overhead; concurrency = pool / one sequence."""
+    p = plan("llama-3-8b", gpu="a6000", precision="bf16", context=8192, with_performance=False)
+    m, k = p.memory, p.kv_pool
+    pool = p.budget_per_gpu - (m.weights + m.activations + m.overhead)
+    assert k.bytes_per_gpu == pytest.approx(pool)
+    assert k.tokens == int(pool // 131072)
+    assert k.max_concurrency == pytest.approx(pool / (131072 * 8192))
+    assert int(k.max_concurrency) == p.max_batch and k.state_bytes_per_seq == 0
+
+
+def test_gated_deltanet_state_of_qwen35_35b_a3b_per_sequence():
+    """30 Gated DeltaNet layers (3 of every 4 of 40), each 32 value heads x 128 x 128 fp32 state plus the conv window
+    (kernel 4 - 1 = 3 steps x (2 x 16 x 128 + 32 x 128) channels x 2 bytes): 61.4 MiB, as vLLM reports ~64.4 MB."""
+    p = plan("qwen3.5-35b-a3b", gpu="h100", precision="bf16", context=32768, with_performance=False)
+    per_layer = 32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2
+    assert p.kv_pool.state_bytes_per_seq == 30 * per_layer
+    assert p.kv_pool.max_concurrency == pytest.approx(
+        p.kv_pool.bytes_per_gpu / (p.memory.kv_per_gpu / p.batch))
