@@ -85,7 +85,7 @@ def test_existing_out_needs_force(rtn_out, tiny_llama_dir):
 @pytest.mark.parametrize("args, message", [
     (["--bits", "5"], "--bits 5 is not supported"),
     (["--group-size", "100"], "--group-size 100 is not supported"),
-    (["--group-size", "abc"], "expected one of -1, 16, 32, 64, 128, 256, 512, 1024"),
+    (["--group-size", "abc"], "expected auto or one of -1, 16, 32, 64, 128, 256, 512, 1024"),
     (["--group-size", "128"], "does not divide in_features 64"),
     (["--damp", "1.5"], "--damp"),
     (["--desc-act", "--method", "rtn"], "--desc-act needs calibration"),

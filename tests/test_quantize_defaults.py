@@ -123,7 +123,8 @@ def test_bad_group_size_fails_before_anything_heavy(smollm2_gguf, tiny_llama_dir
 def test_gguf_shape_check_imports_no_heavy_library(smollm2_gguf, tmp_path):
     """In a fresh process: the refusal comes before torch or transformers is even imported."""
     code = ("import sys; from click.testing import CliRunner; from qfit.cli import cli; "
-            f"r = CliRunner().invoke(cli, ['quantize', {str(smollm2_gguf)!r}, {str(tmp_path / 'o')!r}]); "
+            f"r = CliRunner().invoke(cli, ['quantize', {str(smollm2_gguf)!r}, {str(tmp_path / 'o')!r}, "
+            "'--group-size', '128']); "
             "print(r.exit_code); print(r.output.strip()); "
             "print(sorted(m for m in ('torch', 'transformers', 'gptqmodel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -364,3 +365,19 @@ def test_gptq_run_from_a_temp_cwd(smollm2_dir, tmp_path):
     assert {"calibration", "load", "layers", "save"} <= set(report["phases"])
     assert report["recipe"]["calibration_size"] == "given"
     assert sorted(p.name for p in out.iterdir() if p.name.startswith((".", "logs"))) == []
+
+
+@pytest.mark.parametrize("widths,group", [((576, 1536), 64), ((4096, 11008), 128), ((2048, 5632), 128),
+                                          ((96, 160), 32), ((100, 300), -1)])
+def test_auto_group_size_is_the_largest_marlin_size_that_divides(widths, group):
+    """--group-size auto (the default): 128 where it divides every quantized input width, else 64, 32, else -1."""
+    from qfit.quantize.job import ModelLayout, QuantizeJob, resolve_group
+
+    linears = {f"model.layers.0.mlp.m{i}": (64, w) for i, w in enumerate(widths)}
+    layout = ModelLayout(float_bytes=0, float_dtype_bytes=2, linears=linears, num_layers=1, hidden=64)
+    job = resolve_group(QuantizeJob.from_flags(group_size=None), layout)
+    assert job.recipe.group_size == group
+    assert job.group_choice.startswith(f"group size auto: {group}")
+    assert ("does not divide" in job.group_choice) == (group != 128)
+    given = resolve_group(QuantizeJob.from_flags(group_size=32), layout)
+    assert given.recipe.group_size == 32 and given.group_choice == "given"

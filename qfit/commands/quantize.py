@@ -14,13 +14,16 @@ from qfit.quantize.job import AUTO_CALIBRATION
 from qfit.stdio import stdout_to_stderr
 
 
-def _group_size(value: str) -> int:
+def _group_size(value: str) -> int | None:
     from qfit.precision import GROUP_SIZES
 
+    if str(value).strip().lower() == "auto":
+        return None
     try:
         return int(value)
     except ValueError:
-        raise QfitError(f"--group-size {value!r}: expected one of {', '.join(map(str, GROUP_SIZES['gptq']))}") from None
+        raise QfitError(f"--group-size {value!r}: expected auto or one of "
+                        f"{', '.join(map(str, GROUP_SIZES['gptq']))}") from None
 
 
 def _terminate(signum, frame):  # SIGTERM -> same cleanup path as Ctrl-C (temp folder removed)
@@ -68,9 +71,10 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
 @click.argument("model")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--bits", type=int, default=4, show_default=True, help="2, 3, 4 or 8.")
-@click.option("--group-size", "group_size", default="128", show_default=True,
-              help="-1 (per column), 16, 32, 64, 128, 256, 512 or 1024; must divide every quantized layer's input "
-                   "width (checked before any work; the error lists the sizes that do); Marlin takes -1/32/64/128.")
+@click.option("--group-size", "group_size", default="auto", show_default=True,
+              help="auto (128 where it divides every quantized layer's input width, else 64 or 32, else -1), or "
+                   "-1 (per column), 16, 32, 64, 128, 256, 512, 1024; checked before any work; Marlin takes "
+                   "-1/32/64/128.")
 @click.option("--desc-act/--no-desc-act", default=False, show_default=True, help="Quantize columns in activation order.")
 @click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (Marlin needs sym).")
 @click.option("--keep", multiple=True, metavar="PATTERN",

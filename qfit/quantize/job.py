@@ -67,18 +67,21 @@ class QuantizeJob:
     seqlen: int | None = None
     calib: str = "xsum"
     calibration_size: str = "given"      # "given", or "auto: cpu default"/"auto: gpu default" from for_device
+    group_choice: str = "given"          # "given", "auto" (until the layout is known), or why auto chose its size
 
     @classmethod
-    def from_flags(cls, *, bits: int = 4, group_size: int = 128, desc_act: bool = False, sym: bool = True,
+    def from_flags(cls, *, bits: int = 4, group_size: int | None = 128, desc_act: bool = False, sym: bool = True,
                    keep: tuple[str, ...] = (), overrides: tuple[Override, ...] = (), method: str = "gptq",
                    damp: float = 0.01, nsamples: int | str | None = None, seqlen: int | str | None = None,
                    calib: str = "xsum") -> QuantizeJob:
-        if group_size not in GROUP_SIZES["gptq"]:
+        auto = group_size is None
+        if not auto and group_size not in GROUP_SIZES["gptq"]:
             raise QfitError(f"--group-size {group_size} is not supported: choose one of "
                             f"{', '.join(map(str, GROUP_SIZES['gptq']))} (-1 = one group per column)")
-        recipe = gptq_recipe(bits, group_size, sym=sym, desc_act=desc_act, keep=tuple(keep),
-                             overrides=tuple(overrides))
-        job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib)
+        recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=desc_act,
+                             keep=tuple(keep), overrides=tuple(overrides))
+        job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib,
+                  group_choice="auto" if auto else "given")
         job.validate()
         return job
 
@@ -122,7 +125,7 @@ class QuantizeJob:
         return {"precision": r.name, "bits": int(r.bits), "group_size": r.group_size, "desc_act": r.desc_act,
                 "sym": r.sym, "keep": list(r.keep), "overrides": r.to_dict()["overrides"], "damp": self.damp,
                 "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib,
-                "calibration_size": self.calibration_size}
+                "calibration_size": self.calibration_size, "group_size_choice": self.group_choice}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,26 @@ def read_layout(model_dir: Path, spec) -> ModelLayout:
     layers = {ck.layer_index(n) for n in linears}
     return ModelLayout(float_bytes=total, float_dtype_bytes=max(set(widths), key=widths.count), linears=linears,
                        num_layers=len(layers), hidden=spec.hidden)
+
+
+# --group-size auto: the first of these that divides every quantized width. 128 is the GPTQ paper's and the hub's
+# common choice; 64 and 32 are the other sizes vLLM's Marlin kernels take, so the result stays fast to serve.
+AUTO_GROUPS = (128, 64, 32)
+
+
+def resolve_group(job: QuantizeJob, layout: ModelLayout) -> QuantizeJob:
+    """--group-size auto made concrete for this model: 128 where it divides every quantized layer's input width,
+    else the largest Marlin size that does, else -1 (one group per column); the reason is kept for the report."""
+    if job.group_choice != "auto":
+        return job
+    widths = sorted({layout.linears[n][1] for n in layout.linears if job.recipe.for_module(n) is not None})
+    group = next((g for g in AUTO_GROUPS if all(w % g == 0 for w in widths)), -1)
+    why = (f"group size auto: {group}" + ("" if group == AUTO_GROUPS[0] else
+           f" ({AUTO_GROUPS[0]} does not divide the input widths {', '.join(map(str, widths))}; {group} is the "
+           "largest size vLLM's Marlin kernels take that does)"))
+    r = job.recipe
+    recipe = gptq_recipe(int(r.bits), group, sym=r.sym, desc_act=r.desc_act, keep=r.keep, overrides=r.overrides)
+    return replace(job, recipe=recipe, group_choice=why)
 
 
 def dividing_group_sizes(widths) -> list[int]:

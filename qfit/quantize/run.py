@@ -15,7 +15,14 @@ from qfit.atomic import publish_dir
 from qfit.errors import QfitError
 from qfit.paths import cache_dir
 from qfit.quantize import checkpoint as ck
-from qfit.quantize.job import CALIBRATION_WHY, ModelLayout, QuantizeJob, check_shapes, read_layout
+from qfit.quantize.job import (
+    CALIBRATION_WHY,
+    ModelLayout,
+    QuantizeJob,
+    check_shapes,
+    read_layout,
+    resolve_group,
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -113,13 +120,16 @@ def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", f
         calib_text = calibration_text(job.calib)
     layout = source_layout(model)     # headers only (a folder's safetensors, a .gguf's tensor table); None for hub ids
     if layout is not None:
+        job = resolve_group(job, layout)
         check_shapes(layout, job.recipe)
     dev = pick_device(device, job.method)
     job = job.for_device(dev)
     if layout is not None:
         _check_memory(layout, job, dev)
     timing = time_estimate(model, layout, job, dev)
-    for line in filter(None, [_estimate_line(timing, job, dev, layout is not None), job.small_calibration_warning()]):
+    chosen = job.group_choice if job.group_choice not in ("given", "auto") else None
+    for line in filter(None, [chosen, _estimate_line(timing, job, dev, layout is not None),
+                              job.small_calibration_warning()]):
         say(line)
     # torch is imported before the temp folder exists: a signal that lands inside its import can be swallowed by
     # import machinery (seen here: the interrupted numpy import resurfaced as "cannot load module more than once")
@@ -231,13 +241,14 @@ def _prepare(model: str, out: Path, job: QuantizeJob, dev: str, calib_text, say,
     check_model_dir(model_dir)
     loaded = load_model(str(model_dir))          # config validated into a ModelSpec once, for layout and report
     layout = read_layout(model_dir, loaded.spec)
+    job = resolve_group(job, layout)              # a hub id's auto group size, known only now
     check_shapes(layout, job.recipe)              # exact for every source; the first check for a hub id
     estimate = _check_memory(layout, job, dev)
     prepare_env(cache_dir())
     t = time.perf_counter()
     calib, windows = _calibration(job, model_dir, calib_text, trust_remote_code)
     phases["calibration"] = round(time.perf_counter() - t, 2)
-    return model_dir, loaded, layout, estimate, calib, windows
+    return job, model_dir, loaded, layout, estimate, calib, windows
 
 
 def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progress, say, trust_remote_code):
@@ -247,8 +258,8 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
     from qfit.quantize.terminal import LOG_NAME
 
     t_start, cpu_start, phases = time.perf_counter(), cpu_seconds(), {}
-    model_dir, loaded, layout, estimate, calib, windows = _prepare(model, out, job, dev, calib_text, say,
-                                                                   trust_remote_code, phases)
+    job, model_dir, loaded, layout, estimate, calib, windows = _prepare(model, out, job, dev, calib_text, say,
+                                                                        trust_remote_code, phases)
     on_layer = progress(layout.num_layers) if progress else None
     t0 = time.perf_counter()
     layers, tool = _write_codes(job, model_dir, tmp, windows, dev, on_layer, trust_remote_code, phases)
@@ -289,6 +300,8 @@ def _write_report(tmp: Path, report) -> None:
 def _notes(job: QuantizeJob, checked) -> list[str]:
     recipe = job.recipe
     notes = [f"vLLM Marlin: {r}" for r in checked.marlin_reasons] or ["vLLM Marlin kernel: compatible"]
+    if job.group_choice not in ("given", "auto"):
+        notes.append(job.group_choice)
     if job.method == "gptq" and job.calibration_size.startswith("auto"):
         notes.append(f"calibration {job.nsamples} x {job.seqlen} tokens: {job.calibration_size} "
                      f"({CALIBRATION_WHY[job.calibration_size]})")
