@@ -113,7 +113,10 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
     out.append(f"runtime overhead {dep.overhead / dep.gpus / GIB:.2f} GiB per GPU ({dep.acc.backend} context"
                + (", CUDA graphs" if e.name in {"vllm", "sglang"} else "")
                + (", tensor-parallel buffers" if dep.gpus > 1 and e.tensor_parallel else "") + ")")
-    if dep.acc.usable_memory_fraction < 1:
+    if dep.acc.usable_memory_fraction < 1 and dep.acc.vendor == "cpu":
+        out.append(f"{dep.acc.name}: {dep.acc.usable_memory_fraction:.0%} of RAM available when planned "
+                   "(MemAvailable: what other processes leave)")
+    elif dep.acc.usable_memory_fraction < 1:
         out.append(f"{dep.acc.name}: unified memory, {dep.acc.usable_memory_fraction:.0%} usable by the GPU")
     if dep.model.spec.vision:
         out.append("vision tower estimated from vision_config (ViT blocks + patch embedding; projector not counted)")
