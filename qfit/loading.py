@@ -162,6 +162,8 @@ def torch_dtype(name: str):
 def load_causal_lm(model_dir: Path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
     """A float (or GPTQ, when the folder's config says so) causal LM from a local folder, safetensors only, eval mode."""
     check_model_dir(Path(model_dir))
+    if _per_module_bits(Path(model_dir)):
+        return _load_with_gptqmodel(Path(model_dir), device, trust_remote_code)
     from transformers import AutoModelForCausalLM
 
     try:
@@ -171,6 +173,30 @@ def load_causal_lm(model_dir: Path, *, dtype: str = "float32", device: str = "cp
     except (OSError, ValueError, ImportError) as exc:
         raise QfitError(f"cannot load model from {model_dir}: {str(exc).splitlines()[0]}") from None
     return model.eval()
+
+
+def _per_module_bits(model_dir: Path) -> bool:
+    """A GPTQ checkpoint with GPTQModel `dynamic` rules (qfit's --keep/--override): transformers' loader ignores them
+    and re-initialises every module whose shape differs (seen with transformers 5.x: "MISMATCH ... Reinit")."""
+    from qfit.jsonfile import read_json_object
+
+    config = model_dir / "config.json"
+    qc = read_json_object(config, "config").get("quantization_config") if config.is_file() else None
+    return isinstance(qc, dict) and bool(qc.get("dynamic"))
+
+
+def _load_with_gptqmodel(model_dir: Path, device: str, trust_remote_code: bool):
+    """The loader that honours per-module bits; its HF model in eval mode."""
+    try:
+        from gptqmodel import GPTQModel
+    except ImportError:
+        raise QfitError(f"{model_dir} stores modules at different bits (GPTQModel `dynamic`), which only GPTQModel "
+                        "and vLLM load correctly: pip install 'qfit[quantize]'") from None
+    try:
+        loaded = GPTQModel.load(str(safe_model_dir(model_dir)), device=device, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise QfitError(f"cannot load {model_dir} with GPTQModel: {str(exc).splitlines()[0]}") from None
+    return loaded.model.eval()
 
 
 def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):

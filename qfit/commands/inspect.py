@@ -43,6 +43,7 @@ def _render(result) -> None:
     for m in d["modules"]:
         for p in m["problems"]:
             t.add_row(m["name"], f"[red]{p}[/]")
+    t.add_row("loaders", d["loaders"])
     t.add_row("vLLM Marlin", "[green]compatible[/]" if d["marlin_compatible"] else "[yellow]not compatible[/]")
     for r in d["marlin_reasons"]:
         t.add_row("", r)

@@ -70,6 +70,9 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--trials", default="5", show_default=True)
 @click.option("--warmup", default="2", show_default=True)
 @click.option("--threads", help="CPU threads for torch / llama.cpp (default: the library's).")
+@click.option("--accuracy-weights", type=click.Choice(["auto", "dequantized", "kernel"]), default="auto",
+              show_default=True, help="Quality metrics of a GPTQ model on its weights dequantized once to float "
+                                      "(same values, float speed) or through the kernels; auto: dequantized on CPU.")
 @click.option("--no-speed", is_flag=True, help="Skip the speed measurement.")
 @click.option("--tensor-parallel", default="1", show_default=True, help="vLLM tensor-parallel size.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code (off by default).")
@@ -80,7 +83,8 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--plot", is_flag=True, help="With --out: also write PNG plots.")
 @click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
 def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
-            input_lens, old_input_lens, batches, output_tokens, old_output_tokens, trials, warmup, threads, no_speed,
+            input_lens, old_input_lens, batches, output_tokens, old_output_tokens, trials, warmup, threads,
+            accuracy_weights, no_speed,
             tensor_parallel, trust_remote_code, as_json, wide, out, plot, force):
     """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction.
 
@@ -108,7 +112,7 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         trials=parse_positive_int(trials, "--trials", 1000), warmup=int(warmup) if str(warmup) == "0"
         else parse_positive_int(warmup, "--warmup", 1000), threads=parse_positive_int(threads, "--threads", 1024)
         if threads is not None else None, speed=not no_speed, tensor_parallel=parse_positive_int(tensor_parallel, "--tensor-parallel", 64),
-        trust_remote_code=trust_remote_code)
+        trust_remote_code=trust_remote_code, accuracy_weights=accuracy_weights)
     if opts.speed and opts.output_tokens < 2:
         raise QfitError("--output-len must be at least 2 (TPOT needs a second token)")
     if opts.baseline is None and not opts.evals and not opts.speed:

@@ -197,6 +197,8 @@ def render_markdown(result: dict) -> str:
     rows = quality_rows(result)
     if rows:
         out += ["### Quality", "", _md_table(QUALITY_HEAD, rows), ""]
+        if result["accuracy"].get("weights"):
+            out.append(f"Weights: {result['accuracy']['weights']}.")
         text = result["accuracy"].get("text")
         if text:
             p = text["protocol"]
@@ -232,6 +234,8 @@ def render_rich(result: dict, console, wide: bool = False) -> None:
     rows = quality_rows(result)
     if rows:
         print_table(console, _cols(QUALITY_HEAD, 4), rows, wide=wide, title="quality")
+        if result["accuracy"].get("weights"):
+            console.print(result["accuracy"]["weights"], markup=False)
     if result["speed"]:
         pre, dec = speed_rows(result)
         print_table(console, _cols(PREFILL_HEAD, 2), pre, wide=wide, title="prefill")

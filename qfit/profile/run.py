@@ -47,6 +47,7 @@ class ProfileOptions:
     warmup: int = 2
     threads: int | None = None
     speed: bool = True
+    accuracy_weights: str = "auto"     # auto (dequantized on CPU, kernels elsewhere) | dequantized | kernel
     tensor_parallel: int = 1
     trust_remote_code: bool = False
 
@@ -164,6 +165,14 @@ def _device(model, threads) -> dict:
     return {"kind": model.device, "name": name, "threads": threads}
 
 
+def _accuracy_weights(opts: ProfileOptions, model, device: dict) -> str | None:
+    """Accuracy on dequantized weights where the kernels are slow (CPU) or when asked: same values, float speed."""
+    want = opts.accuracy_weights
+    if want == "kernel" or (want == "auto" and device.get("kind") != "cpu"):
+        return None
+    return model.use_dequantized_weights()
+
+
 def check_positions(opts: ProfileOptions, info) -> None:
     """Windows and prompts must fit the positions the model was loaded with: beyond them a model scores garbage."""
     limit = info.max_positions
@@ -192,7 +201,10 @@ def run_profile(opts: ProfileOptions, progress: Callable) -> dict:
         tick()
     speed = _speed(opts, model, prediction, device, progress) if opts.speed else None
     base = _open(opts, opts.baseline, "baseline", progress) if opts.baseline and opts.evals else None
+    weights_note = _accuracy_weights(opts, model, device) if opts.evals else None
     accuracy = _accuracy(opts, model, base, progress) if opts.evals else {"tasks": []}
+    if weights_note:
+        accuracy["weights"] = weights_note
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "qfit": {"version": __version__, "git_commit": git_commit()},

@@ -50,6 +50,7 @@ class InspectResult:
     bits_per_weight: float | None
     marlin_compatible: bool
     marlin_reasons: list[str]
+    loaders: str = "transformers (optimum/GPTQModel backend), GPTQModel and vLLM read this layout"
 
     @property
     def ok(self) -> bool:
@@ -192,7 +193,16 @@ def inspect_checkpoint(ckpt: Path) -> InspectResult:
         bits=bits, group_size=group, desc_act=q.get("desc_act"), sym=q.get("sym"), config_problems=probs,
         modules=modules, tensor_bytes=tensor_bytes, file_bytes=sum(f.stat().st_size for f in files),
         quantized_params=qparams, bits_per_weight=(8 * qbytes / qparams) if qparams else None,
-        marlin_compatible=not reasons and not probs, marlin_reasons=reasons)
+        marlin_compatible=not reasons and not probs, marlin_reasons=reasons, loaders=_loaders(q))
+
+
+def _loaders(q: dict) -> str:
+    """Which loaders read the checkpoint as written: per-module bits (GPTQModel `dynamic`) are read by GPTQModel and
+    vLLM; transformers' GPTQ loader ignores them and re-initialises the modules whose shapes differ."""
+    if q.get("dynamic"):
+        return ("per-module bits (GPTQModel `dynamic`): GPTQModel and vLLM read them; transformers' GPTQ loader does "
+                "not (it re-initialises those modules with random weights): qfit profile loads it with GPTQModel")
+    return "transformers (optimum/GPTQModel backend), GPTQModel and vLLM read this layout"
 
 
 def _per_module(q: dict, header: dict):

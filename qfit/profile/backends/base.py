@@ -46,6 +46,10 @@ class Backend:
     device: str
     info: ModelInfo
 
+    def use_dequantized_weights(self) -> str | None:
+        """Backends that can evaluate accuracy on dequantized weights say how they did; others keep their kernels."""
+        return None
+
     # ---- tokens
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         raise NotImplementedError

@@ -110,10 +110,26 @@ class TransformersBackend(Backend):
         if dtype not in _DTYPES:
             raise QfitError(f"unknown dtype {dtype!r}: use one of fp32, bf16, fp16")
         self.device = pick_device(device)
+        self.dtype, self.trust_remote_code = dtype, trust_remote_code
         self.folder, self.model, self.tok = _load(model_ref, dtype, self.device, trust_remote_code)
         self.model.eval()
         self.info = model_info(self.folder, self.model, dtype)
         self._gen = torch.Generator().manual_seed(seed)
+
+    def use_dequantized_weights(self) -> str | None:
+        """For accuracy metrics: swap a GPTQ model for the same weights dequantized once to the compute dtype (the
+        values the kernels compute with, at float speed). None when the model is not GPTQ; the method line else."""
+        if not str(self.info.precision).startswith("gptq"):
+            return None
+        import gc
+
+        from qfit.quantize.dequant import load_dequantized
+        self.model = None
+        gc.collect()
+        self.model = load_dequantized(self.folder, dtype=_DTYPES[self.dtype], device=self.device,
+                                      trust_remote_code=self.trust_remote_code)
+        return (f"accuracy on the GPTQ weights dequantized once to {_DTYPES[self.dtype]} (W = scale x (q - zero), "
+                "the values the kernels compute with; speed was measured on the kernels)")
 
     # ---- tokens
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
