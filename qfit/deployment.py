@@ -118,7 +118,7 @@ class Deployment:
     def memory(self, context: int, batch: int, prompt: int) -> MemoryBreakdown:
         kv = self.kv_one(context)
         act = activation_bytes(self.model.spec, self.engine, batch, prompt, self.gpus, self.act_bytes,
-                               self.acc.memory_gib)
+                               self.acc.memory_gib, f"{self.acc.key} {self.acc.name}")
         reserved = self.acc.usable_bytes * self.engine.memory_fraction if self.engine.memory_fraction else None
         return MemoryBreakdown(weights=self.weights.total, kv_cache=kv.total_bytes * batch, activations=act,
                                overhead=self.overhead, gpus=self.gpus, kv_per_gpu=kv.per_gpu_bytes * batch,

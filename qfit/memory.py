@@ -111,11 +111,25 @@ def _ffn_width(spec: ModelSpec) -> int:
     return max(widths)
 
 
+def batch_tier(activation: dict, device_gib: float, device_name: str = "") -> dict | None:
+    """The engine's device-dependent batch defaults (vLLM: max_num_batched_tokens and max_num_seqs by GPU memory):
+    the first tier whose memory the device has and whose exceptions do not name it."""
+    name = device_name.lower()
+    for tier in activation.get("batch_tiers") or ():
+        if device_gib >= tier["min_gib"] and not any(x in name for x in tier.get("except", ())):
+            return tier
+    return None
+
+
 def activation_bytes(spec: ModelSpec, engine: EngineProfile, batch: int, prompt_tokens: int, gpus: int,
-                     act_bytes: float, device_gib: float) -> float:
+                     act_bytes: float, device_gib: float, device_name: str = "") -> float:
     """Peak transient memory of one forward pass over the prefill chunk, all GPUs together."""
     a = engine.activation
-    if "profile_tokens" in a:  # vLLM/SGLang: fixed profiling chunk, independent of the request
+    tier = batch_tier(a, device_gib, device_name)
+    logits_rows = tier["max_seqs"] if tier else a["logits_tokens"]
+    if tier:  # vLLM: its profiling run at the device's default max_num_batched_tokens
+        tokens = tier["profile_tokens"]
+    elif "profile_tokens" in a:  # SGLang: fixed profiling chunk, independent of the request
         small = device_gib < a.get("small_gpu_gib", 0)
         tokens = a["profile_tokens_small_gpu"] if small else a["profile_tokens"]
     elif "ubatch_tokens" in a:  # llama.cpp: one micro-batch
@@ -125,7 +139,7 @@ def activation_bytes(spec: ModelSpec, engine: EngineProfile, batch: int, prompt_
         tokens = batch * prompt_tokens
     tp = gpus if engine.tensor_parallel else 1
     per_token = (a["mlp_intermediate_factor"] * _ffn_width(spec) / tp + a["hidden_factor"] * spec.hidden) * act_bytes
-    logits = min(a["logits_tokens"], tokens) * spec.vocab * a["logits_bytes"]
+    logits = min(logits_rows, tokens) * spec.vocab * a["logits_bytes"]
     if "ubatch_tokens" in a:
         # ggml's graph allocator reuses buffers: the peak is the largest live set, dominated by logits or MLP.
         per_gpu = max(per_token * tokens, logits)

@@ -55,7 +55,8 @@ def _plan_72b() -> str:
     return (f"{a6000['model']['params_total'] / 1e9:.1f}B parameters in BF16 are {_gb(a6000['weights']['total'])} GB "
             f"of weights (\"≈144 GB\" for a 72B model): {a6000['min_gpus']} x 48 GB cards, or {h100['min_gpus']} x 80 GB "
             "ones. "f"GPTQ 4-bit ({_gb(d['weights']['total'])} GB with scales, zeros and g_idx; embeddings and lm_head stay "
-            f"16-bit) fits one A6000 with {d['max_context']:,} tokens of context under vLLM's 90 % reservation.")
+            f"16-bit) fits one A6000 with {d['max_context']:,} tokens of context under vLLM's "
+            f"{100 * d['memory']['budget_per_gpu_gib'] / d['accelerator']['usable_memory_gib']:.0f} % reservation.")
 
 
 def _curve() -> str:

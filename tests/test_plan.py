@@ -53,13 +53,14 @@ def test_tensor_parallel_divisibility():
 
 
 def test_fits_nowhere_says_what_would():
-    p = plan("deepseek-v3", gpu="rtx-4090", precision="bf16")
+    p = plan("kimi-k2-instruct", gpu="rtx-4090", precision="bf16")   # 2 TB of bf16 weights: more than 64 x 24 GiB
     assert not p.fits and p.suggestion and "nothing up to 64" in p.suggestion
 
 
 def test_vllm_reserves_its_memory_fraction():
     p = plan("llama-3-8b", gpu="h100", precision="bf16")
-    assert p.budget_per_gpu == pytest.approx(p.accelerator.usable_bytes * 0.9)
+    assert p.engine.memory_fraction == 0.92                     # vLLM 0.33.0's gpu_memory_utilization default
+    assert p.budget_per_gpu == pytest.approx(p.accelerator.usable_bytes * 0.92)
     q = plan("llama-3-8b", gpu="h100", precision="gguf-q8_0")   # llama.cpp allocates what it needs
     assert q.budget_per_gpu == pytest.approx(q.accelerator.usable_bytes)
 
@@ -184,3 +185,17 @@ def test_gated_deltanet_state_of_qwen35_35b_a3b_per_sequence():
     assert p.kv_pool.state_bytes_per_seq == 30 * per_layer
     assert p.kv_pool.max_concurrency == pytest.approx(
         p.kv_pool.bytes_per_gpu / (p.memory.kv_per_gpu / p.batch))
+
+
+@pytest.mark.parametrize("gpu,tokens,seqs", [("h100", 8192, 1024), ("h200", 8192, 1024), ("b200", 16384, 1024),
+                                             ("a100 80gb", 2048, 256), ("dgx spark", 2048, 256),
+                                             ("a6000", 2048, 256), ("rtx 4090", 2048, 256)])
+def test_vllm_batch_defaults_follow_the_device(gpu, tokens, seqs):
+    """vLLM 0.33.0 EngineArgs.get_batch_defaults (vllm serve): 16384 batched tokens / 1024 sequences from 160 GiB,
+    8192 / 1024 from 70 GiB except A100 and GB10, 2048 / 256 below; the activation peak is profiled at those."""
+    from qfit import resolve
+    from qfit.memory import batch_tier
+
+    acc = resolve.accelerator(gpu)
+    tier = batch_tier(resolve.engines().get("vllm").activation, acc.memory_gib, f"{acc.key} {acc.name}")
+    assert (tier["profile_tokens"], tier["max_seqs"]) == (tokens, seqs)

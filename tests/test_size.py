@@ -78,7 +78,7 @@ def test_7b_4bit_on_one_24gb_card_serves_n_users_not_4n(qwen7):
     p1 = plan(qwen7, gpu="rtx 4090", precision="gptq-int4", context=8192, batch=1, with_performance=False)
     assert p1.memory.kv_per_gpu == kv_user
     fixed = p1.memory.per_gpu - kv_user                        # weights + activations + runtime overhead, one GPU
-    budget = 0.9 * 24 * GIB                                    # vLLM gpu_memory_utilization on a 24 GiB card
+    budget = 0.92 * 24 * GIB                                   # vLLM gpu_memory_utilization on a 24 GiB card
     n = math.floor((budget - fixed) / kv_user)
     assert 20 <= n <= 40
     card = [get_accelerator("rtx 4090")]
