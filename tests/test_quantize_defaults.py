@@ -250,15 +250,6 @@ def test_bad_calibration_sizes(flags, message):
         QuantizeJob.from_flags(**flags)
 
 
-def test_small_calibration_is_said_in_one_line():
-    cpu = QuantizeJob.from_flags(group_size=64).for_device("cpu")
-    warning = cpu.small_calibration_warning()
-    assert warning.startswith("warning: small calibration") and "\n" not in warning
-    assert f"{cpu.nsamples} x {cpu.seqlen}" in warning and "256 windows" in warning
-    assert QuantizeJob.from_flags(nsamples=256, seqlen=512).small_calibration_warning() is None
-    assert QuantizeJob.from_flags(method="rtn").for_device("cpu").small_calibration_warning() is None
-
-
 def test_help_says_what_auto_means():
     out = CliRunner().invoke(cli, ["quantize", "--help"], terminal_width=200).output
     n, s = AUTO_CALIBRATION["cpu"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from qfit.errors import QfitError
-from qfit.quantize.job import AUTO_CALIBRATION
+from qfit.quantize.calib import DEFAULT_CALIB
+from qfit.quantize.job import AUTO_CALIBRATION, DEFAULT_DAMP, HELDOUT_WINDOWS
 from qfit.stdio import stdout_to_stderr
 
 
@@ -81,18 +82,26 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
               help="Leave matching modules 16-bit (glob on the module inside a block, e.g. 'mlp.down_proj'); repeatable.")
 @click.option("--override", "overrides", multiple=True, metavar="PATTERN=BITS[:GROUP]",
               help="Store matching modules at other bits / group size, e.g. 'self_attn.v_proj=8'; repeatable.")
-@click.option("--damp", type=float, default=0.01, show_default=True, help="Hessian dampening (fraction of mean diagonal).")
-@click.option("--calib", default="xsum", show_default=True,
-              help="Calibration text: .txt/.jsonl/.parquet file, built-in xsum|boolq-passages|pydoc, or a hub dataset.")
+@click.option("--damp", type=float, default=DEFAULT_DAMP, show_default=True,
+              help="Hessian dampening (fraction of mean diagonal).")
+@click.option("--calib", default=DEFAULT_CALIB, show_default=True,
+              help="Calibration text: built-in mix (= xsum,boolq-passages,pydoc: news, encyclopedia, Python docs, "
+                   "equal shares), xsum|boolq-passages|pydoc, a .txt/.jsonl/.parquet file or a hub dataset; several "
+                   "comma-separated (e.g. mix,notes.txt) share the windows equally. One source alone tends to "
+                   "overfit (the run warns).")
 @click.option("--nsamples", default="auto", metavar="N|auto", help=f"Calibration windows. {_AUTO}.")
 @click.option("--seqlen", default="auto", metavar="N|auto", help="Tokens per calibration window (auto: as --nsamples).")
 @click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True)
+@click.option("--heldout", "heldout_windows", type=int, default=HELDOUT_WINDOWS, show_default=True, metavar="N",
+              help="After the run, perplexity of the checkpoint and the float model on N 512-token held-out windows "
+                   "of each domain (news, encyclopedia, Python docs; text calibration never reads); 0 skips it.")
+@click.option("--compare-rtn", is_flag=True, help="Also score round-to-nearest at the same bits and group size.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
 def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp, calib, nsamples, seqlen, method,
-             device, force, as_json, trust_remote_code):
+             heldout_windows, compare_rtn, device, force, as_json, trust_remote_code):
     """Quantize MODEL (HF folder, .gguf, hub id or catalog name) into OUT as a GPTQ v1 checkpoint with a qfit-report.
 
     Before any heavy work it checks the recipe against the model's shapes and prints a time estimate (with its error
@@ -106,7 +115,8 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
 
     job = QuantizeJob.from_flags(bits=bits, group_size=_group_size(group_size), desc_act=desc_act, sym=sym,
                                  keep=tuple(keep), overrides=tuple(parse_override(o) for o in overrides), damp=damp,
-                                 method=method, nsamples=nsamples, seqlen=seqlen, calib=calib)
+                                 method=method, nsamples=nsamples, seqlen=seqlen, calib=calib,
+                                 heldout_windows=heldout_windows, compare_rtn=compare_rtn)
     term = terminal_stream()   # stays on the terminal while the libraries' output goes to the log file
     console = Console(file=term)
 
@@ -150,6 +160,12 @@ def _render(console, report) -> None:
     t.add_row("on disk", f"{d['size_on_disk_bytes'] / 1e6:,.1f} MB")
     t.add_row("time", f"{time_line(d)} on {d['device']}")
     t.add_row("peak RSS", f"{d['peak_rss_bytes'] / 1e9:.2f} GB (predicted {d['memory_estimate']['total_bytes'] / 1e9:.2f} GB)")
+    if d["heldout"]:
+        from qfit.quantize.heldout import heldout_header, heldout_lines
+
+        t.add_row("held-out ppl", heldout_header(d["heldout"]))
+        for line in heldout_lines(d["heldout"]):
+            t.add_row("", line)
     if d["log_file"]:
         t.add_row("library log", d["log_file"])
     for note in d["notes"]:
