@@ -26,7 +26,7 @@ from qfit.quantize.run import quantize
 PPL_BOUND = 1.5
 EVAL_TOKENS = 2048
 WINDOW = 512
-CALIB = dict(nsamples=32, seqlen=256)
+CALIB = dict(nsamples=32, seqlen=256, heldout_windows=0)   # scored below with plain transformers instead
 
 pytestmark = pytest.mark.slow
 

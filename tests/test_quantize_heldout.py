@@ -104,7 +104,7 @@ def test_warning_is_printed_before_the_run_starts(tiny_llama_dir, tmp_path):
     assert res.exit_code != 0 and not (tmp_path / "o").exists()
 
 
-HELDOUT = {"available": True, "seconds": 12.5,
+HELDOUT = {"available": True, "seconds": 12.5, "cpu_seconds": 20.25,
            "protocol": HeldOutProtocol(windows=2, window=512).to_dict(),
            "float": {"news": {"ppl": 23.13, "tokens_scored": 1022, "windows": 2},
                      "python-docs": {"ppl": 11.5, "tokens_scored": 1022, "windows": 2}},
@@ -117,7 +117,7 @@ HELDOUT = {"available": True, "seconds": 12.5,
 def test_heldout_lines_and_header():
     assert heldout_lines(HELDOUT) == ["news: float 23.13, gptq 29.00, rtn 30.46",
                                       "python-docs: float 11.50, gptq 13.25, rtn 14.00"]
-    assert heldout_header(HELDOUT) == "2 x 512 tokens per domain (eval split), dequantized weights, 12.5 s"
+    assert heldout_header(HELDOUT) == "2 x 512 tokens per domain (eval split), dequantized weights, 12.5 s (20.25 s CPU)"
     assert heldout_lines({"available": False, "reason": "no tokenizer"}) == ["not measured: no tokenizer"]
 
 
