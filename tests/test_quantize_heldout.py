@@ -60,12 +60,11 @@ def test_mix_windows_are_interleaved_and_each_from_its_own_calib_split(smollm2_d
 
 
 @pytest.mark.parametrize("flags, expect", [
-    ({}, "8 x 256 = 2,048 tokens, below 8,192"),                    # the CPU default is small: said, not hidden
-    ({"nsamples": 32}, None),                                       # a mix with enough tokens
-    ({"calib": "xsum,pydoc", "nsamples": 32}, None),                # two sources count as a mix
-    ({"calib": "xsum", "nsamples": 32}, "one text source (xsum)"),
+    ({}, None),                                                     # the defaults: a mix, enough tokens
+        ({"calib": "xsum,pydoc"}, None),                # two sources count as a mix
+    ({"calib": "xsum"}, "one text source (xsum)"),
     ({"calib": "notes.txt", "nsamples": 64}, "one text source (notes.txt)"),
-    ({"nsamples": 4, "seqlen": 256}, "4 x 256 = 1,024 tokens, below 8,192"),
+    ({"nsamples": 4, "seqlen": 256}, "4 x 256 = 1,024 tokens, below 2,048"),
     ({"calib": "xsum", "nsamples": 2, "seqlen": 64}, "one text source (xsum); 2 x 64 = 128 tokens"),
     ({"method": "rtn", "calib": "xsum"}, None),                     # no calibration, nothing to overfit
 ])
@@ -82,7 +81,8 @@ def test_overfit_warning_is_one_line(flags, expect):
 def test_default_calibration_is_the_mix():
     job = QuantizeJob.from_flags().for_device("cpu")
     assert job.calib == "mix" and calibration_parts(job.calib) == list(MIXES["mix"]) and len(MIXES["mix"]) == 3
-    assert MIN_CALIBRATION_TOKENS == 32 * 256   # the smallest calibration measured to beat RTN (README, issue 17)
+    assert MIN_CALIBRATION_TOKENS == job.nsamples * job.seqlen   # the CPU default: measured to beat RTN
+    assert job.recipe.desc_act and not QuantizeJob.from_flags(method="rtn").recipe.desc_act
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -37,11 +37,6 @@ def narrative_windows(smollm2_dir):
     return {"narrative": [ids[i * WINDOW:(i + 1) * WINDOW] for i in range(OOD_WINDOWS)]}
 
 
-# Issue 17 is not fixed at the CPU defaults: measured at 8 x 256 mixed tokens (benchmarks/results/gptq_vs_rtn.md), GPTQ
-# lost to RTN on held-out news and encyclopedia text and tied on Python docs. strict: the day the defaults beat RTN here
-# this test fails as XPASS, and the marker must go.
-@pytest.mark.xfail(strict=True, reason="issue 17 open: GPTQ at the CPU defaults (8 x 256 mixed tokens) did not beat "
-                                       "RTN on 2 of 3 held-out domains; see benchmarks/results/gptq_vs_rtn.md")
 def test_gptq_defaults_beat_rtn_outside_the_calibration_domains(smollm2_dir, tmp_path, narrative_windows):
     ppl = {}
     for method in ("gptq", "rtn"):
