@@ -64,7 +64,8 @@ def _progress_view(console, write):
 
 
 _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu'][1]} tokens when the codes are "
-         f"computed on the CPU (minutes for a 135M model on 2 cores; the run warns that calibration is small), "
+         f"computed on the CPU (minutes for a 135M model on 2 cores; with the mix and act-order this beat RTN on "
+         f"held-out text for SmolLM2-135M, README), "
          f"{AUTO_CALIBRATION['cuda'][0]} x {AUTO_CALIBRATION['cuda'][1]} on a GPU (the GPTQ paper's setting)")
 
 
