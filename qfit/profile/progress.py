@@ -49,8 +49,8 @@ def line_progress(write: Callable[[str], None], clock: Callable[[], float] = tim
     return progress
 
 
-def rich_progress():
-    """A progress factory drawing rich bars on stderr."""
+def rich_progress(stream=None):
+    """A progress factory drawing rich bars on `stream` (default: stderr)."""
     @contextlib.contextmanager
     def progress(description: str, total: int):
         from rich.console import Console
@@ -63,17 +63,18 @@ def rich_progress():
         )
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=False) as bar:
+                      console=Console(file=stream, stderr=stream is None), transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda: bar.advance(task)
     return progress
 
 
-def stderr_progress():
-    """Bars when stderr is a terminal, lines otherwise; stderr is looked up at each write (tests swap it)."""
-    if sys.stderr.isatty():
-        return rich_progress()
+def stderr_progress(stream=None):
+    """Bars when the stream (default: stderr, looked up at each write since tests swap it) is a terminal, lines
+    otherwise. qfit profile passes `qfit.stdio.terminal_stream()`, which outlives the capture of library output."""
+    if (stream or sys.stderr).isatty():
+        return rich_progress(stream)
 
     def write(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        print(text, file=stream or sys.stderr, flush=True)
     return line_progress(write)
