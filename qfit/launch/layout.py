@@ -56,6 +56,7 @@ def _no_ranks(engine: EngineProfile) -> str:
 
         steps = flag_table("llama.cpp").multi_node["rpc"]["steps"]
         recipe = "; ".join(f"{s['where']}: {s['run']}" for s in steps)
+        recipe = recipe.format(bind_ip="BIND_IP", host1="HOST1", host2="HOST2")
         return ("llama.cpp has no multi-node ranks to plan (--nodes): it reaches other machines' GPUs through its RPC "
                 f"backend ({recipe}), whose layer split over the network qfit does not model; plan one node, or "
                 "--engine vllm | sglang for --nodes > 1")
