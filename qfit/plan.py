@@ -16,7 +16,7 @@ from qfit.memory import GIB, MemoryBreakdown
 from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
-from qfit.perf.pipeline import Internode, internode, pipeline_adjust
+from qfit.perf.pipeline import Internode, pipeline_adjust
 from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.workload import Workload
 
@@ -159,9 +159,11 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
               with_performance: bool = True, suggest: bool = True, pp: int = 1,
               link: Internode | None = None) -> Plan:
     """`pp` > 1: `gpus` split into `pp` nodes of `gpus // pp` (TP within a node, a pipeline stage per node) joined
-    by `link` (default: profiles/planner/internode.yaml's)."""
+    by `link` (qfit.perf.pipeline.internode reads the profiles; the core reads nothing)."""
+    if pp > 1 and link is None:
+        raise QfitError("a plan over several nodes needs the link between them (qfit.perf.pipeline.internode)")
     dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights, pp=pp)
-    link = (link or internode()) if pp > 1 else None
+    link = link if pp > 1 else None
     w = workload
     mem = dep.memory(w.context, w.batch, w.prompt)
     fits, reason = _verdict(dep, mem)
