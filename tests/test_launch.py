@@ -200,6 +200,7 @@ def test_json_launch_kv_figures_are_the_plans(args):
     assert launch["max_concurrency"] == kv["max_concurrency"] > 0
     assert launch["max_model_len"] == doc["context"]
     assert len(launch["commands"]) == doc["parallel"]["nodes"] == launch["nodes"]
+    assert launch["recipe"] == (None if launch["nodes"] == 1 else {"vllm": "mp", "sglang": "nnodes"}[launch["engine"]])
     assert all(c["shell"].split() == c["argv"] for c in launch["commands"])
 
 
@@ -235,6 +236,8 @@ def test_text_prints_the_commands_after_the_plan():
     (["-m", L70, "--gpu", "h100", "-p", "bf16", "--nodes", "2", "--gpus-per-node", "8", "--internode", "carrier"],
      "known: infiniband-ndr"),
     (["--gpu", "h100", "--launch"], "--launch needs --model"),
+    (["-m", L8, "--gpu", "h100", "-p", "bf16", "--engine", "transformers", "--launch"],
+     "qfit emits them for vllm, sglang, llama.cpp"),
     (["-m", L8, "--gpu", "h100", "-p", "bf16", "--nodes", "0", "--gpus-per-node", "8"], "--nodes"),
 ])
 def test_cli_refusals_are_one_line_naming_what_works(args, message):

@@ -45,10 +45,17 @@ class LaunchPlan:
     def engine(self) -> str:
         return self.table.engine
 
+    @property
+    def recipe(self) -> str | None:
+        """The flag table's multi-node recipe the commands follow (vLLM: its own `mp` executor; SGLang: `nnodes`)."""
+        if self.plan.pipeline == 1:
+            return None
+        return "mp" if self.engine == "vllm" else "nnodes"
+
     def to_dict(self) -> dict:
         kv = self.plan.kv_pool.to_dict()     # the very figures `kv_cache` shows
         return {"engine": self.engine, "engine_version": self.table.version, "flags_from": self.table.package,
-                "nodes": self.plan.pipeline, "max_model_len": self.max_model_len,
+                "nodes": self.plan.pipeline, "recipe": self.recipe, "max_model_len": self.max_model_len,
                 "max_sequences": self.max_sequences, "kv_capacity_tokens": kv["capacity_tokens"],
                 "max_concurrency": kv["max_concurrency"], "commands": [c.to_dict() for c in self.commands],
                 "environment": dict(self.environment), "placeholders": dict(self.placeholders),
