@@ -175,6 +175,8 @@ def test_pipeline_speed_adds_one_inter_node_hop_per_stage_boundary():
     assert pp2.performance.tpot_s - tp8.performance.tpot_s == pytest.approx(15.32768e-6, rel=1e-6)
     assert pp2.performance.decode_tokens_per_s == pytest.approx(1 / pp2.performance.tpot_s)
     assert any("pipeline bubble" in a for a in pp2.performance.assumptions)
+    band, base = pp2.performance.error_band, tp8.performance.error_band
+    assert band["decode_pct"] == round(base["decode_pct"] * 1.5, 1) and "across nodes" in band["basis"]
     slow = plan(L70, gpu="h100", precision="bf16", gpus=16, nodes=2, internode="ethernet-100g")
     assert slow.performance.tpot_s - tp8.performance.tpot_s == pytest.approx(30e-6 + 16384 / 12.5e9, rel=1e-6)
     assert internode().key == "infiniband-ndr" and internode().bandwidth_gbps == 50.0

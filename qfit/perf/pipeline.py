@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from qfit.errors import QfitError
 from qfit.model.spec import ModelSpec
 from qfit.paths import profiles_dir
+from qfit.perf.efficiency import widen
 from qfit.perf.estimate import PerfEstimate
 from qfit.yamlcache import load_records
 
@@ -26,6 +27,7 @@ class Internode:
     bandwidth_gbps: float     # GB/s per direction
     latency_us: float         # one small message, an assumption (see the profile)
     source: str
+    band_multiplier: float = 1.5   # speed error band widening across nodes (uncalibrated)
 
     def hop_s(self, nbytes: float) -> float:
         return self.latency_us * 1e-6 + nbytes / (self.bandwidth_gbps * 1e9)
@@ -33,7 +35,8 @@ class Internode:
 
 def internode_links() -> dict[str, Internode]:
     data = load_records(profiles_dir() / "planner")["internode"]
-    return {k: Internode(k, str(v["name"]), float(v["bandwidth_gbps"]), float(v["latency_us"]), str(v["source"]))
+    return {k: Internode(k, str(v["name"]), float(v["bandwidth_gbps"]), float(v["latency_us"]), str(v["source"]),
+                         float(data["band_multiplier"]))
             for k, v in data["links"].items()}
 
 
@@ -68,6 +71,9 @@ def pipeline_adjust(est: PerfEstimate, spec: ModelSpec, pp: int, link: Internode
     out = replace(est, tpot_s=step, decode_tokens_per_s=1.0 / step, aggregate_tokens_per_s=batch / step,
                   ttft_s=ttft, prefill_tokens_per_s=batch * max(input_len, 1) / pre_s,
                   assumptions=list(est.assumptions) + notes,
+                  error_band=widen(est.error_band, link.band_multiplier,
+                                   "pipeline parallel across nodes (no multi-node rows in the calibration; hop latency "
+                                   "assumed)"),
                   breakdown={**est.breakdown, "pipeline_stages": pp, "decode_hop_s": decode_hop,
                              "prefill_hop_s": prefill_hop})
     if output_len:
