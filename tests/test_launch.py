@@ -108,6 +108,16 @@ def test_two_nodes_under_sglang_rank_each_node_at_one_address():
     assert cmds[0].argv[4:8] == ("--tp-size", "8", "--pp-size", "2")
 
 
+@pytest.mark.parametrize("engine,var", [("vllm", "VLLM_ALLOW_LONG_MAX_MODEL_LEN"),
+                                        ("sglang", "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN")])
+def test_a_context_past_the_models_limit_sets_the_engines_override(engine, var):
+    # llama-2-7b's config stops at 4,096 positions
+    long = build_launch(plan("llama-2-7b", gpu="h100", precision="bf16", context=8192, engine=engine))
+    assert long.environment == {var: "1"} and any("exceeds max_position_embeddings 4,096" in n for n in long.notes)
+    assert f"  export {var}=1" in render_text(long)
+    assert build_launch(plan("llama-2-7b", gpu="h100", precision="bf16", context=4096, engine=engine)).environment == {}
+
+
 def test_llama_cpp_takes_layer_and_expert_offload_as_parameters():
     p = plan(MOE, gpu="rtx-4090", precision="gguf-q4_k_m")
     args = list(build_launch(p, n_cpu_moe=20).commands[0].argv)

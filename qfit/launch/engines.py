@@ -19,6 +19,21 @@ KV_VALUES = {
 }
 
 
+# A context past the model's config limit: the engines refuse it unless told otherwise by an environment variable
+# (vLLM 0.33.0 vllm/config/model.py:2677 and vllm/envs.py:109; SGLang 0.5.23 sglang/srt/configs/model_config.py:1303).
+LONG_CONTEXT_ENV = {"vllm": "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "sglang": "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"}
+
+
+def long_context(plan: Plan, engine: str) -> tuple[dict, list[str]]:
+    limit = plan.model.spec.max_position_embeddings
+    if not limit or plan.context <= limit:
+        return {}, []
+    var = LONG_CONTEXT_ENV[engine]
+    return {var: "1"}, [f"{var}=1: the context {plan.context:,} exceeds max_position_embeddings {limit:,} in the "
+                        f"model's config, which {engine} refuses otherwise (with rope scaling its own limit may be "
+                        "higher and the variable unneeded); the model was not trained past its limit"]
+
+
 def kv_value(plan: Plan, table: FlagTable) -> str | None:
     """None when the plan's KV dtype is what the engine picks by itself for these weights."""
     if plan.kv_dtype == plan.precision.kv_default and table.engine != "llama.cpp":
@@ -62,7 +77,8 @@ def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None) 
     a.add("kv_cache_dtype", kv_value(plan, table))
     a.add("quantization", ref.quantization)
     a.add("max_sequences", plan.batch, always=True)
-    notes = [n for n in (ref.note, ep_note) if n]
+    env, notes = long_context(plan, table.engine)
+    notes = [n for n in (ref.note, ep_note) if n] + notes
     if plan.model.spec.linear and table.has("state_cache_max_size"):
         a.add("state_cache_max_size", plan.batch, always=True)     # SGLang: state slots, one per running request
         notes.append("recurrent-state slots capped at the planned concurrency (--max-mamba-cache-size)")
@@ -72,7 +88,7 @@ def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None) 
     commands, placeholders, more = _nodes(plan, table, head + a.argv)
     if ref.placeholder:
         placeholders = {ref.placeholder[0]: ref.placeholder[1], **placeholders}
-    return LaunchPlan(plan, table, commands, plan.context, plan.batch, {}, placeholders, tuple(a.defaults),
+    return LaunchPlan(plan, table, commands, plan.context, plan.batch, env, placeholders, tuple(a.defaults),
                       tuple(notes + more))
 
 
