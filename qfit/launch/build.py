@@ -8,7 +8,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from qfit.deployment import tp_problem
 from qfit.errors import QfitError
+from qfit.launch.layout import tp_sizes
 from qfit.launch.tables import TABLES, FlagTable, flag_table
 from qfit.plan import Plan
 
@@ -94,6 +96,11 @@ def check_launchable(plan: Plan, engine: str) -> None:
         raise QfitError(f"{plan.engine.note}: qfit emits launch commands for {', '.join(TABLES)} only")
     if plan.kv_pool is None:
         raise QfitError("the plan has no KV pool figures to launch with")
+    problem = tp_problem(plan.model.spec, plan.engine, plan.tensor_parallel)
+    if problem:
+        ok = tp_sizes(plan.model.spec, plan.engine, plan.accelerator.tp_limit(plan.engine.policy.gpus_per_node))
+        flag = "--gpus-per-node" if plan.pipeline > 1 else "--gpus"
+        raise QfitError(f"nothing to launch: {problem}; {flag} {' | '.join(map(str, ok))} split them")
     if not plan.fits:
         hint = (f"it fits {plan.max_context:,} tokens at --batch {plan.batch} (--context {plan.max_context})"
                 if plan.max_context else plan.suggestion or "see the plan's suggestion")
