@@ -36,15 +36,25 @@ def _workload(loaded: LoadedModel, context: int | None, batch: int, input_len: i
 def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int], precision: str | None = None,
           engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
-          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None) -> list[Plan]:
-    """One configuration at each batch size (a single plan for one batch; a curve for several)."""
+          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
+          nodes: int = 1, internode: str | None = None) -> list[Plan]:
+    """One configuration at each batch size (a single plan for one batch; a curve for several). `nodes` > 1: the
+    `gpus` split over that many machines (TP within one, a pipeline stage each) joined by the `internode` link."""
+    from qfit.launch.layout import check_layout
+    from qfit.perf.pipeline import internode as link_named
+
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc, kv_dtype)
+    if gpus % nodes:
+        raise QfitError(f"{gpus} GPUs do not split over {nodes} nodes")
+    check_layout(loaded.spec, acc, eng, gpus, nodes)
+    link = link_named(internode) if nodes > 1 else None
     weights = weights_for(loaded, recipe)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
-                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest)
+                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest,
+                      pp=nodes, link=link)
             for b in batches]
 
 

@@ -16,6 +16,7 @@ from qfit.memory import GIB, MemoryBreakdown
 from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
+from qfit.perf.pipeline import Internode, pipeline_adjust
 from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.workload import Workload
 
@@ -49,6 +50,12 @@ class Plan:
     min_gpus: int | None = None       # fewest accelerators of this kind that fit (None: not computed / none up to 64)
     performance: PerfEstimate | None = None
     kv_pool: KVPool | None = None     # the KV pool in bytes and tokens, and the sequences of `context` it holds
+    pipeline: int = 1                 # pipeline stages, one per node (gpus = tensor parallel x pipeline)
+    internode: Internode | None = None   # the link between the nodes (pipeline > 1)
+
+    @property
+    def tensor_parallel(self) -> int:
+        return self.gpus // self.pipeline
 
     @property
     def headroom_per_gpu(self) -> float:
@@ -78,6 +85,9 @@ class Plan:
             "weights": self.weights.to_dict(),
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context, "max_batch": self.max_batch,
             "suggestion": self.suggestion, "min_gpus": self.min_gpus,
+            "parallel": {"tensor": self.tensor_parallel, "pipeline": self.pipeline, "nodes": self.pipeline,
+                         "gpus_per_node": self.tensor_parallel,
+                         "internode": self.internode.key if self.internode else None},
             "kv_cache": self.kv_pool.to_dict() if self.kv_pool else None,
             "performance": perf,
             "assumptions": list(self.assumptions),
@@ -113,6 +123,9 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
     out.append(f"runtime overhead {dep.overhead / dep.gpus / GIB:.2f} GiB per GPU ({dep.acc.backend} context"
                + (", CUDA graphs" if e.name in {"vllm", "sglang"} else "")
                + (", tensor-parallel buffers" if dep.gpus > 1 and e.tensor_parallel else "") + ")")
+    if dep.pp > 1:
+        out.append(f"{dep.pp} nodes x {dep.tp} GPUs: tensor parallel within a node, pipeline parallel across nodes "
+                   f"(one stage per node)")
     if dep.acc.usable_memory_fraction < 1 and dep.acc.vendor == "cpu":
         out.append(f"{dep.acc.name}: {dep.acc.usable_memory_fraction:.0%} of RAM available when planned "
                    "(MemAvailable: what other processes leave)")
@@ -125,7 +138,7 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
                    f"({dep.model.spec.max_position_embeddings:,}): the memory is computed, but the model was not "
                    "trained for it")
     node = dep.acc.tp_limit(e.policy.gpus_per_node)
-    if dep.gpus > node:
+    if dep.tp > node:
         out.append(f"WARNING: {dep.gpus} GPUs exceed one node ({node} x {dep.acc.short_name}, the limit `qfit size` "
                    "also applies): the split would cross nodes over the network (engines use pipeline parallel or "
                    "llama.cpp RPC there), which this estimate does not model")
@@ -143,8 +156,14 @@ def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
 
 def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: EngineProfile, workload: Workload, *,
               gpus: int = 1, kv_dtype: str | None = None, weights: Weights | None = None,
-              with_performance: bool = True, suggest: bool = True) -> Plan:
-    dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights)
+              with_performance: bool = True, suggest: bool = True, pp: int = 1,
+              link: Internode | None = None) -> Plan:
+    """`pp` > 1: `gpus` split into `pp` nodes of `gpus // pp` (TP within a node, a pipeline stage per node) joined
+    by `link` (qfit.perf.pipeline.internode reads the profiles; the core reads nothing)."""
+    if pp > 1 and link is None:
+        raise QfitError("a plan over several nodes needs the link between them (qfit.perf.pipeline.internode)")
+    dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights, pp=pp)
+    link = link if pp > 1 else None
     w = workload
     mem = dep.memory(w.context, w.batch, w.prompt)
     fits, reason = _verdict(dep, mem)
@@ -153,14 +172,17 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
                 memory=mem, budget_per_gpu=dep.budget, fits=fits, reason=reason,
                 max_context=dep.max_context(w.batch, w.prompt, context_limit(model)),
                 max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context),
-                kv_pool=dep.kv_pool(w.context, w.prompt))
-    if not fits and suggest:
+                kv_pool=dep.kv_pool(w.context, w.prompt), pipeline=pp, internode=link)
+    if not fits and suggest and pp == 1:
         plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     if with_performance:
         plan.performance = estimate_performance(
             model.spec, tensor_groups(model.spec), dep.weights.recipe, recipe.name, acc,
-            efficiency=engine.efficiency(acc.backend, recipe.name), gpus=gpus, batch=w.batch, input_len=w.prompt,
+            efficiency=engine.efficiency(acc.backend, recipe.name), gpus=dep.tp, batch=w.batch, input_len=w.prompt,
             context=w.context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
+        if pp > 1:
+            plan.performance = pipeline_adjust(plan.performance, model.spec, pp, link, batch=w.batch,
+                                               input_len=w.prompt, act_bytes=dep.act_bytes, output_len=w.output_tokens)
     return plan
 
 

@@ -21,8 +21,10 @@ def _gib(x: float) -> str:
 def _title(p) -> str:
     spec, prm = p.model.spec, p.params
     moe = f", {fmt_count(prm.active)} active" if prm.active < prm.total else ""
+    nodes = f"{p.pipeline} nodes x " if p.pipeline > 1 else ""
+    count = p.tensor_parallel if p.pipeline > 1 else p.gpus
     return (f"[bold]{spec.name}[/] ({fmt_count(prm.total)} params{moe}, {spec.attention_kind}) on "
-            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.label}, "
+            f"[bold]{nodes}{count} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.label}, "
             f"{p.engine.name}, context {fmt_tokens(p.context)}, batch {p.batch}, KV {p.kv_dtype}")
 
 

@@ -15,6 +15,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 COMMANDS = {
     "qfit plan --model M --gpu G --precision P --json": ["plan", "-m", "qwen3-30b-a3b", "--gpu", "a6000", "-p",
                                                           "gptq-int4", "--json"],
+    "qfit plan --model M --gpu G --precision P --launch --json": ["plan", "-m", "llama-3.1-70b", "--gpu", "h100", "-p",
+                                                                   "bf16", "--nodes", "2", "--gpus-per-node", "8",
+                                                                   "--launch", "--json"],
     "qfit plan --gpu G --json": ["plan", "--gpu", "a6000", "--top", "3", "--json"],
     "qfit size --json": ["size", "-m", "llama-3.1-70b", "-u", "16", "--top", "3", "--json"],
 }
