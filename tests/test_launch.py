@@ -224,6 +224,20 @@ def test_text_prints_the_commands_after_the_plan():
     assert "Left at the engine default: --tensor-parallel-size 1, --pipeline-parallel-size 1" in tail
 
 
+@pytest.mark.parametrize("engine,flag", [("vllm", "--max-num-seqs"), ("sglang", "--max-running-requests")])
+def test_without_batch_the_engine_keeps_its_own_concurrency_limit(engine, flag):
+    """A plan at the default batch 1 is not a request to serve one sequence at a time: the cap is left out and the note
+    says how many full-length requests the KV cache holds; an explicit --batch 1 caps it."""
+    base = ["-m", NEXT, "--gpu", "h200", "-p", "bf16", "-n", "2", "--launch", engine, "--json"]
+    doc = json.loads(run(*base).stdout)
+    cmd = doc["launch"]["commands"][0]["argv"]
+    assert flag not in cmd and "--max-mamba-cache-size" not in cmd
+    assert any(f"{flag} left at {engine}'s own limit" in n and f"{doc['kv_cache']['max_concurrency']:g} requests" in n
+               for n in doc["launch"]["notes"])
+    capped = json.loads(run(*base, "--batch", "1").stdout)["launch"]["commands"][0]["argv"]
+    assert capped[capped.index(flag) + 1] == "1"
+
+
 @pytest.mark.parametrize("args,message", [
     (["-m", L70, "--gpu", "h100", "-p", "bf16", "--nodes", "2", "--gpus-per-node", "8", "-n", "8"],
      "give --gpus 16"),

@@ -131,7 +131,8 @@ def plan(model, gpu, gpus, nodes, gpus_per_node, internode, precision, group_siz
     if launch:
         from qfit.launch import build_launch
 
-        launch_plan = build_launch(plans[0])
+        given = click.get_current_context().get_parameter_source("batch") != click.core.ParameterSource.DEFAULT
+        launch_plan = build_launch(plans[0], cap=given)
     if as_json:
         out = plans[0].to_dict() if render == "plan" else [p.to_dict() for p in plans]
         if launch_plan:

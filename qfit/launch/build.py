@@ -108,10 +108,11 @@ def check_launchable(plan: Plan, engine: str) -> None:
 
 
 def build_launch(plan: Plan, engine: str | None = None, *, n_gpu_layers: int | None = None,
-                 n_cpu_moe: int | None = None, expert_parallel: bool | None = None) -> LaunchPlan:
+                 n_cpu_moe: int | None = None, expert_parallel: bool | None = None, cap: bool = True) -> LaunchPlan:
     """The launch plan for `plan` under `engine` (default: the plan's). `n_gpu_layers` / `n_cpu_moe`: llama.cpp only
     (layers on the GPU, MoE layers whose experts stay in CPU memory). `expert_parallel` None: on for MoE models split
-    over several GPUs when the experts divide evenly among them."""
+    over several GPUs when the experts divide evenly among them. `cap`: the plan's batch caps the engine's concurrency
+    (vLLM/SGLang; False leaves their own limit, for a plan whose batch the user did not choose)."""
     from qfit.launch import engines
 
     name = engine or plan.engine.name
@@ -122,4 +123,4 @@ def build_launch(plan: Plan, engine: str | None = None, *, n_gpu_layers: int | N
                         f"({table.absent.get('n_cpu_moe', 'no per-layer offload')})")
     if name == "llama.cpp":
         return engines.llama_cpp(plan, table, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe)
-    return engines.tensor_parallel(plan, table, expert_parallel)
+    return engines.tensor_parallel(plan, table, expert_parallel, cap)

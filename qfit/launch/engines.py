@@ -63,8 +63,10 @@ def _expert_parallel(plan: Plan, wanted: bool | None) -> tuple[bool, str | None]
                   .replace("{tp}", str(tp)))
 
 
-def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None) -> LaunchPlan:
-    """vLLM / SGLang: the plan's TP, PP, context, memory fraction, KV dtype and concurrency as flags."""
+def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None, cap: bool = True) -> LaunchPlan:
+    """vLLM / SGLang: the plan's TP, PP, context, memory fraction, KV dtype and concurrency as flags. `cap` False (the
+    user gave no --batch): concurrency stays at the engine's own limit, since a plan at its default batch 1 is not a
+    request to serve one sequence at a time; the engine then admits what its KV blocks hold."""
     ref = model_ref(plan)
     a = Args(table)
     ep, ep_note = _expert_parallel(plan, expert_parallel)
@@ -76,12 +78,20 @@ def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None) 
     a.add("memory_fraction", plan.engine.memory_fraction, always=True)
     a.add("kv_cache_dtype", kv_value(plan, table))
     a.add("quantization", ref.quantization)
-    a.add("max_sequences", plan.batch, always=True)
     env, notes = long_context(plan, table.engine)
+    if cap:
+        a.add("max_sequences", plan.batch, always=True)
+    else:
+        kv = plan.kv_pool.to_dict()
+        notes.append(f"{table.flag('max_sequences')} left at {table.engine}'s own limit (no --batch given): its KV cache "
+                     f"holds {kv['max_concurrency']:g} requests of {plan.context:,} tokens at once, more when shorter; "
+                     "pass --batch N to cap it")
     notes = [n for n in (ref.note, ep_note) if n] + notes
     if plan.model.spec.linear and table.has("state_cache_max_size"):
-        a.add("state_cache_max_size", plan.batch, always=True)     # SGLang: state slots, one per running request
-        notes.append("recurrent-state slots capped at the planned concurrency (--max-mamba-cache-size)")
+        if cap:
+            a.add("state_cache_max_size", plan.batch, always=True)     # SGLang: state slots, one per running request
+        notes.append(f"recurrent-state slots ({table.flag('state_cache_max_size')}) "
+                     + ("capped at the planned concurrency" if cap else f"left at {table.engine}'s default"))
     elif plan.model.spec.linear:
         notes.append(f"{table.engine} keeps each sequence's recurrent state in its KV blocks; no cap to set")
     head = table.command.split()[:-1] + [ref.ref]     # "vllm serve MODEL" / "sglang serve --model-path MODEL"
