@@ -36,16 +36,29 @@ def _workload(loaded: LoadedModel, context: int | None, batch: int, input_len: i
 def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int], precision: str | None = None,
           engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
-          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None) -> list[Plan]:
-    """One configuration at each batch size (a single plan for one batch; a curve for several)."""
+          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
+          ram: str | None = None, ram_bandwidth: str | None = None, cpu: str | None = None) -> list[Plan]:
+    """One configuration at each batch size (a single plan for one batch; a curve for several). `ram` (with
+    `ram_bandwidth` or a `cpu` platform name): host memory as a second tier when the GPUs alone do not hold it."""
+    host = _host(ram, ram_bandwidth, cpu)
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc, kv_dtype)
     weights = weights_for(loaded, recipe)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
-                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest)
+                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest, host=host)
             for b in batches]
+
+
+def _host(ram: str | None, ram_bandwidth: str | None, cpu: str | None):
+    if ram is None:
+        if ram_bandwidth is not None or cpu is not None:
+            raise QfitError("--ram-bandwidth and --cpu describe host memory: give --ram too (e.g. --ram 64GB)")
+        return None
+    from qfit.offload import host_memory
+
+    return host_memory(ram, ram_bandwidth, cpu)
 
 
 def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **kw) -> Plan:

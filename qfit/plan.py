@@ -6,7 +6,7 @@ Pure: takes resolved objects only (qfit.resolve turns what the user typed into t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qfit.deployment import Deployment, KVPool, Weights
 from qfit.engines import EngineProfile, EngineRegistry
@@ -15,6 +15,7 @@ from qfit.hardware import Accelerator
 from qfit.memory import GIB, MemoryBreakdown
 from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
+from qfit.offload import HostMemory, Offload, apply_speed, plan_offload, unsupported_note
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
 from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.workload import Workload
@@ -49,6 +50,7 @@ class Plan:
     min_gpus: int | None = None       # fewest accelerators of this kind that fit (None: not computed / none up to 64)
     performance: PerfEstimate | None = None
     kv_pool: KVPool | None = None     # the KV pool in bytes and tokens, and the sequences of `context` it holds
+    offload: Offload | None = None    # the GPU/host split when --ram was given and the GPUs alone do not hold it
 
     @property
     def headroom_per_gpu(self) -> float:
@@ -79,6 +81,7 @@ class Plan:
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context, "max_batch": self.max_batch,
             "suggestion": self.suggestion, "min_gpus": self.min_gpus,
             "kv_cache": self.kv_pool.to_dict() if self.kv_pool else None,
+            "offload": self.offload.to_dict() if self.offload else None,
             "performance": perf,
             "assumptions": list(self.assumptions),
             "error_band": (perf or {}).get("error_band") or {"memory_pct": policy.memory_band_pct,
@@ -143,7 +146,7 @@ def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
 
 def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: EngineProfile, workload: Workload, *,
               gpus: int = 1, kv_dtype: str | None = None, weights: Weights | None = None,
-              with_performance: bool = True, suggest: bool = True) -> Plan:
+              with_performance: bool = True, suggest: bool = True, host: HostMemory | None = None) -> Plan:
     dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights)
     w = workload
     mem = dep.memory(w.context, w.batch, w.prompt)
@@ -154,14 +157,43 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
                 max_context=dep.max_context(w.batch, w.prompt, context_limit(model)),
                 max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context),
                 kv_pool=dep.kv_pool(w.context, w.prompt))
-    if not fits and suggest:
-        plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     if with_performance:
         plan.performance = estimate_performance(
             model.spec, tensor_groups(model.spec), dep.weights.recipe, recipe.name, acc,
             efficiency=engine.efficiency(acc.backend, recipe.name), gpus=gpus, batch=w.batch, input_len=w.prompt,
             context=w.context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
+    if not fits and host is not None and dep.tp_problem is None:
+        _offload(plan, dep, w, host)
+    if not plan.fits and suggest:
+        plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     return plan
+
+
+def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None:
+    """Split the deployment between GPU and host memory (--ram) where the engine can (qfit.offload)."""
+    off = plan_offload(dep, plan.memory, host)
+    if off is None:
+        plan.assumptions.append(f"--ram given, but {unsupported_note(dep.engine.name)}")
+        return
+    plan.offload = off
+    if not off.fits:
+        plan.reason = off.reason
+        return
+    m = plan.memory
+    on_gpu = replace(dep, weights=replace(dep.weights, total=dep.weights.total - off.host_weight_bytes), _kv={})
+    plan.memory = replace(m, weights=m.weights - off.host_weight_bytes, kv_cache=m.kv_cache - off.host_kv_bytes,
+                          kv_per_gpu=m.kv_per_gpu - off.host_kv_bytes / dep.gpus)
+    plan.fits, plan.reason = True, off.reason
+    plan.max_context = on_gpu.max_context(w.batch, w.prompt, context_limit(dep.model))
+    plan.max_batch = on_gpu.max_batch(w.context, w.prompt)
+    plan.kv_pool = on_gpu.kv_pool(w.context, w.prompt)
+    plan.assumptions.append(f"offload: {off.host_bytes / GIB:.1f} GiB in host memory ({off.flag}); max context, max "
+                            "batch and KV pool keep this split" + ("" if off.kind == "moe_experts" else
+                                                                   " and count every layer's KV on the GPU "
+                                                                   "(conservative)"))
+    if plan.performance is not None:
+        plan.performance, plan.offload = apply_speed(plan.performance, off, dep, w.batch, w.prompt, w.output_tokens)
+        plan.reason += f", ~{plan.performance.decode_tokens_per_s:.0f} tok/s decode"
 
 
 def _fits_with(dep: Deployment, w: Workload, kv_dtype: str | None, gpus: int | None = None,

@@ -38,6 +38,12 @@ def _split(value: str | None) -> list[str]:
 @click.option("--engine", "-e", help="transformers | vllm | sglang | llama.cpp, or a name they stand for (hf, trtllm, "
                                      "tgi, ollama ...). Default: vllm on GPUs, llama.cpp for GGUF, transformers on "
                                      "Apple/CPU.")
+@click.option("--ram", help="Host memory the model may also use (64GB): when the GPUs alone do not hold it, llama.cpp "
+                            "offloads MoE experts (--n-cpu-moe) or layers (-ngl) to it. One --gpu and --precision.")
+@click.option("--ram-bandwidth", help="With --ram: sustained host memory bandwidth (80GB/s). Default: --cpu's figure, "
+                                      "else a dual-channel DDR5-5600 desktop (assumed, said so).")
+@click.option("--cpu", help="With --ram: the host CPU, for its platform's memory bandwidth (e.g. 'EPYC 9654'; 'host' = "
+                            "this machine's recorded figure).")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
 @click.option("--models", help="Without --model: these models only (comma list, or a file with one per line).")
 @click.option("--family", help="Without --model: one family (qwen3.5, llama-3.1, gemma-3 ...).")
@@ -53,8 +59,8 @@ def _split(value: str | None) -> list[str]:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: memory breakdown and tokens/s vs batch "
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
-def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, kv_dtype, models,
-         family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
+def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, ram, ram_bandwidth,
+         cpu, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -74,7 +80,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
                     "--moe/--dense": moe, "--top": top}
     if model is None:
         for flag, value in (("--precision", precision), ("--group-size", group_size), ("--kv-dtype", kv_dtype),
-                            ("--plot", plot)):
+                            ("--plot", plot), ("--ram", ram)):
             if value is not None:
                 raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
         if len(batches) > 1:
@@ -92,9 +98,12 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     single = len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized))
     if plot:
         _check_plot(plot, force, single, model)
+    host = dict(ram=ram, ram_bandwidth=ram_bandwidth, cpu=cpu)
+    if not single and any(v is not None for v in host.values()):
+        raise QfitError("--ram plans one configuration: give one --gpu and one --precision")
     if single:
         plans = api.plans(loaded, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None, batches=batches,
-                          **kw)
+                          **kw, **host)
         render = "plan" if len(plans) == 1 else "curve"
     else:
         plans = api.matrix(loaded, gpu_list or DEFAULT_GPUS, prec_list or DEFAULT_PRECISIONS, batch=batches[0], **kw)
