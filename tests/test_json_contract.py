@@ -15,6 +15,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 COMMANDS = {
     "qfit plan --model M --gpu G --precision P --json": ["plan", "-m", "qwen3-30b-a3b", "--gpu", "a6000", "-p",
                                                           "gptq-int4", "--json"],
+    "qfit plan --model M --gpu G --precision P --ram R --json": ["plan", "-m", "qwen3.5-35b-a3b", "--gpu", "rtx-4090",
+                                                                  "-p", "gguf-q8_0", "--ram", "64GB", "--json"],
     "qfit plan --gpu G --json": ["plan", "--gpu", "a6000", "--top", "3", "--json"],
     "qfit size --json": ["size", "-m", "llama-3.1-70b", "-u", "16", "--top", "3", "--json"],
 }
