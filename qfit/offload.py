@@ -223,23 +223,24 @@ def plan_offload(dep, mem, host: HostMemory) -> Offload | None:
     return plan_dense(dep, mem.per_gpu, mem.kv_cache, host)
 
 
-def _host_read(off: Offload, s: Split, dep, batch: int) -> tuple[float, float]:
+def _host_read(off: Offload, s: Split, dep, batch: int, depth: float) -> tuple[float, float]:
     """(weight bytes, KV bytes) the host side reads in one decode step of `batch` tokens."""
     if off.kind == "moe_experts":
         m = dep.model.spec.moe
         return off.host_weight_bytes * expert_coverage(m.num_experts, m.top_k, batch), 0.0
     cpu_layers = off.layers - off.gpu_layers
-    # the embedding is a row lookup; the output matmul reads the whole head; the KV of host layers is read whole at
-    # the plan's context (what the GPU-only estimate reads too)
-    return cpu_layers * s.layer + s.head, off.host_kv_bytes
+    # the embedding is a row lookup; the output matmul reads the whole head; the KV of host layers is read up to the
+    # depth decode is timed at (`depth`: that depth over the context the KV was allocated for)
+    return cpu_layers * s.layer + s.head, off.host_kv_bytes * min(1.0, depth)
 
 
-def apply_speed(est, off: Offload, dep, batch: int, prompt: int, output_len: int | None = None):
+def apply_speed(est, off: Offload, dep, batch: int, prompt: int, output_len: int | None = None,
+                depth: float = 1.0):
     """The plan's PerfEstimate with the split applied (see the module doc); a new object, `est` unchanged."""
     s, eff = split_of(dep), dep.engine.efficiency(dep.acc.backend, dep.recipe.name)
     b = dict(est.breakdown)
     min_batch = int(support(dep.engine.name)["op_offload_min_batch"])
-    w_read, kv_read = _host_read(off, s, dep, batch)
+    w_read, kv_read = _host_read(off, s, dep, batch, depth)
     gpu_bw = dep.acc.bandwidth_gbps * 1e9
     # the GPU no longer reads what moved: its memory time loses those bytes
     memory_s = max(0.0, b["decode_memory_s"] - w_read / (gpu_bw * eff.decode_bw)

@@ -161,7 +161,7 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
         plan.performance = estimate_performance(
             model.spec, tensor_groups(model.spec), dep.weights.recipe, recipe.name, acc,
             efficiency=engine.efficiency(acc.backend, recipe.name), gpus=gpus, batch=w.batch, input_len=w.prompt,
-            context=w.context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
+            context=w.decode_context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
     if not fits and host is not None and dep.tp_problem is None:
         _offload(plan, dep, w, host)
     if not plan.fits and suggest:
@@ -192,7 +192,8 @@ def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None
                                                                    " and count every layer's KV on the GPU "
                                                                    "(conservative)"))
     if plan.performance is not None:
-        plan.performance, plan.offload = apply_speed(plan.performance, off, dep, w.batch, w.prompt, w.output_tokens)
+        plan.performance, plan.offload = apply_speed(plan.performance, off, dep, w.batch, w.prompt, w.output_tokens,
+                                                      w.decode_context / w.context)
         plan.reason += f", ~{plan.performance.decode_tokens_per_s:.0f} tok/s decode"
 
 
