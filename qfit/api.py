@@ -37,7 +37,8 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
           engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
           with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
-          ram: str | None = None, ram_bandwidth: str | None = None, cpu: str | None = None) -> list[Plan]:
+          ram: str | None = None, ram_bandwidth: str | None = None, cpu: str | None = None,
+          text_only: bool = False) -> list[Plan]:
     """One configuration at each batch size (a single plan for one batch; a curve for several). `ram` (with
     `ram_bandwidth` or a `cpu` platform name): host memory as a second tier when the GPUs alone do not hold it."""
     host = _host(ram, ram_bandwidth, cpu)
@@ -45,7 +46,7 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc, kv_dtype)
-    weights = weights_for(loaded, recipe)      # once for every batch of the curve
+    weights = weights_for(loaded, recipe, text_only)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
                       kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest, host=host)
             for b in batches]
@@ -69,7 +70,7 @@ def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **
 def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], *, engine: str | None = None,
            context: int | None = None, batch: int = 1, gpus: int = 1, kv_dtype: str | None = None,
            group_size: int | None = None, input_len: int | None = None,
-           output_len: int | None = None) -> list[Plan]:
+           output_len: int | None = None, text_only: bool = False) -> list[Plan]:
     """Every precision x accelerator (the engine chosen per cell unless named; --group-size applies to GPTQ/AWQ rows)."""
     loaded = resolve.model(model)
     accs = [resolve.accelerator(g) for g in gpus_list]
@@ -78,7 +79,8 @@ def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str]
     if engine:
         registry.get(engine)          # an unknown engine name is an error, not an empty matrix
     workload = _workload(loaded, context, batch, input_len, output_len)
-    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype)
+    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype,
+                       text_only=text_only)
 
 
 def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,

@@ -11,14 +11,15 @@ what stays on it plus, for B below the op-offload threshold, the host bytes actu
 distinct experts at B, `expert_coverage`) over host bandwidth; at or above it, and for every prefill micro-batch, the
 host weights are copied to the GPU over PCIe instead.
 
-Pure but for reading the YAML facts and, for `--cpu host`, /proc/cpuinfo.
+`host_memory` is the edge (reads the YAML facts and, for `--cpu host`, /proc/cpuinfo) and hands them on inside
+HostMemory; the planning functions are pure.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from qfit.errors import QfitError
 from qfit.memory import GIB
@@ -55,6 +56,14 @@ class HostMemory:
     bytes: float
     bandwidth_gbps: float     # what the speed model uses (a theoretical figure already scaled to sustained)
     source: str
+    facts: dict = field(default_factory=dict, repr=False, compare=False)   # profiles/planner/offload.yaml
+
+    def support(self, engine: str) -> dict | None:
+        """How `engine` splits a model between GPU and host (None: it has no such split)."""
+        return (self.facts.get("engines") or {}).get(engine)
+
+    def unsupported_note(self, engine: str) -> str:
+        return (self.facts.get("unsupported") or {}).get(engine, f"{engine}: no host-memory offload modelled")
 
     def to_dict(self) -> dict:
         return {"ram_gib": self.bytes / GIB, "bandwidth_gbps": round(self.bandwidth_gbps, 2),
@@ -83,25 +92,17 @@ def host_memory(ram: str, bandwidth: str | None = None, cpu: str | None = None) 
     measurement), else the typical-desktop assumption of profiles/planner/offload.yaml."""
     from qfit.units import parse_bytes
 
-    size = parse_bytes(ram)
-    hb = facts()["host_bandwidth"]
+    size, f = parse_bytes(ram), facts()
+    hb = f["host_bandwidth"]
     sustained = float(hb["sustained_fraction"])
     if bandwidth is not None:
-        return HostMemory(size, parse_bandwidth(bandwidth), "--ram-bandwidth (taken as sustained)")
+        return HostMemory(size, parse_bandwidth(bandwidth), "--ram-bandwidth (taken as sustained)", f)
     if cpu is not None:
         gbps, source = _table_bandwidth(cpu, sustained)
-        return HostMemory(size, gbps, source)
+        return HostMemory(size, gbps, source, f)
     gbps = float(hb["default_gbps"]) * sustained
     return HostMemory(size, gbps, f"ASSUMED {hb['default_what']} x {sustained:g} sustained (profiles/planner/"
-                                  "offload.yaml); give --ram-bandwidth or --cpu for your host")
-
-
-def support(engine: str) -> dict | None:
-    return facts()["engines"].get(engine)
-
-
-def unsupported_note(engine: str) -> str:
-    return facts()["unsupported"].get(engine, f"{engine}: no host-memory offload modelled")
+                                  "offload.yaml); give --ram-bandwidth or --cpu for your host", f)
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def _check_ram(off: Offload, what: str) -> Offload:
 
 def plan_offload(dep, mem, host: HostMemory) -> Offload | None:
     """The split for a deployment whose memory breakdown `mem` exceeds the budget; None when the engine has none."""
-    how = support(dep.engine.name)
+    how = host.support(dep.engine.name)
     if how is None:
         return None
     if dep.model.spec.moe is not None and split_of(dep).moe_layers and how.get("moe") == "n_cpu_moe":
@@ -239,7 +240,7 @@ def apply_speed(est, off: Offload, dep, batch: int, prompt: int, output_len: int
     """The plan's PerfEstimate with the split applied (see the module doc); a new object, `est` unchanged."""
     s, eff = split_of(dep), dep.engine.efficiency(dep.acc.backend, dep.recipe.name)
     b = dict(est.breakdown)
-    min_batch = int(support(dep.engine.name)["op_offload_min_batch"])
+    min_batch = int(off.host.support(dep.engine.name)["op_offload_min_batch"])
     w_read, kv_read = _host_read(off, s, dep, batch, depth)
     gpu_bw = dep.acc.bandwidth_gbps * 1e9
     # the GPU no longer reads what moved: its memory time loses those bytes

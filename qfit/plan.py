@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from qfit.deployment import Deployment, KVPool, Weights
+from qfit.deployment import Deployment, KVPool, Weights, weights_for
 from qfit.engines import EngineProfile, EngineRegistry
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.memory import GIB, MemoryBreakdown
 from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
-from qfit.offload import HostMemory, Offload, apply_speed, plan_offload, unsupported_note
+from qfit.offload import HostMemory, Offload, apply_speed, plan_offload
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
 from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.workload import Workload
@@ -122,7 +122,7 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
     elif dep.acc.usable_memory_fraction < 1:
         out.append(f"{dep.acc.name}: unified memory, {dep.acc.usable_memory_fraction:.0%} usable by the GPU")
     if dep.model.spec.vision:
-        out.append("vision tower estimated from vision_config (ViT blocks + patch embedding; projector not counted)")
+        out.append(_vision_note(dep))
     if dep.model.spec.max_position_embeddings and context > dep.model.spec.max_position_embeddings:
         out.append(f"WARNING: context {context:,} exceeds the model's max_position_embeddings "
                    f"({dep.model.spec.max_position_embeddings:,}): the memory is computed, but the model was not "
@@ -133,6 +133,19 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
                    "also applies): the split would cross nodes over the network (engines use pipeline parallel or "
                    "llama.cpp RPC there), which this estimate does not model")
     return out
+
+
+def _vision_note(dep: Deployment) -> str:
+    est = "estimated from vision_config (ViT blocks + patch embedding; projector not counted)"
+    left = dep.weights.vision_left_out
+    if not left:
+        return f"vision tower counted ({dep.recipe.name} checkpoints and their engines load it), {est}; --text-only " \
+               "leaves it out"
+    if dep.recipe.family == "gguf":
+        return (f"vision tower not counted ({left / 1e9:.2f} GB in this recipe, {est}): GGUF files hold the language "
+                "model only; the tower is a separate mmproj file that llama-server loads with --mmproj")
+    return (f"--text-only: vision tower not counted ({left / 1e9:.2f} GB, {est}); needs a text-only checkpoint or an "
+            "engine setting that skips loading it")
 
 
 def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
@@ -173,7 +186,7 @@ def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None
     """Split the deployment between GPU and host memory (--ram) where the engine can (qfit.offload)."""
     off = plan_offload(dep, plan.memory, host)
     if off is None:
-        plan.assumptions.append(f"--ram given, but {unsupported_note(dep.engine.name)}")
+        plan.assumptions.append(f"--ram given, but {host.unsupported_note(dep.engine.name)}")
         return
     plan.offload = off
     if not off.fits:
@@ -200,8 +213,9 @@ def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None
 def _fits_with(dep: Deployment, w: Workload, kv_dtype: str | None, gpus: int | None = None,
                recipe: Recipe | None = None) -> bool:
     """Would the same deployment fit with another GPU count or recipe (`kv_dtype`: what the user asked for)?"""
-    other = Deployment.build(dep.model, dep.acc, gpus or dep.gpus, recipe or dep.recipe, dep.engine, kv_dtype,
-                             None if recipe else dep.weights)
+    text_only = bool(dep.weights.vision_left_out) and dep.recipe.family != "gguf"    # --text-only carries over
+    weights = weights_for(dep.model, recipe, text_only) if recipe else dep.weights
+    other = Deployment.build(dep.model, dep.acc, gpus or dep.gpus, recipe or dep.recipe, dep.engine, kv_dtype, weights)
     return other.fits(w.context, w.batch, w.prompt)
 
 
@@ -235,7 +249,7 @@ def curve_points(plans: list[Plan]) -> list[CurvePoint]:
 
 def plan_matrix(model: LoadedModel, accs: list[Accelerator], recipes: list[Recipe], engines: EngineRegistry,
                 workload: Workload, *, engine: str | None = None, gpus: int = 1,
-                kv_dtype: str | None = None) -> list[Plan]:
+                kv_dtype: str | None = None, text_only: bool = False) -> list[Plan]:
     """One plan per accelerator x recipe (the engine chosen per recipe and device unless named); pairs no engine
     runs are not cells of the matrix."""
     plans = []
@@ -245,7 +259,7 @@ def plan_matrix(model: LoadedModel, accs: list[Accelerator], recipes: list[Recip
                 eng = engines.choose(engine, recipe, acc, kv_dtype)
             except QfitError:
                 continue
-            dep = Deployment.build(model, acc, gpus, recipe, eng, kv_dtype)
+            dep = Deployment.build(model, acc, gpus, recipe, eng, kv_dtype, weights_for(model, recipe, text_only))
             plan = make_plan(model, acc, recipe, eng, workload, gpus=gpus, kv_dtype=kv_dtype, weights=dep.weights,
                              suggest=False)
             plan.min_gpus = gpus if plan.fits else min_gpus(dep, workload, kv_dtype, start=gpus + 1)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from qfit import resolve
 from qfit.api import plan
-from qfit.perf.depth import calibrated_depth, facts
+from qfit.perf.depth import calibrated_depth
 
 CASES = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration" / "cases.jsonl"
+FACTS = resolve.engines().get("vllm").policy.long_context
 
 
 def _derived() -> dict:
@@ -35,7 +37,7 @@ def _derived() -> dict:
 
 def test_calibrated_depths_are_what_the_calibration_set_holds():
     derived = _derived()
-    table = {(e, b): v for e, backends in facts()["calibrated"].items() for b, v in backends.items()}
+    table = {(e, b): v for e, backends in FACTS["calibrated"].items() for b, v in backends.items()}
     assert table == derived
 
 
@@ -66,9 +68,9 @@ def test_small_kv_share_does_not_widen_decode():
 
 
 def test_vllm_within_its_calibrated_depth_is_not_widened():
-    assert calibrated_depth("vllm", "cuda") == ({"decode": 130048, "prefill": 129024}, "cuda")
-    assert calibrated_depth("vllm", "rocm") == ({"decode": 130048, "prefill": 129024}, "cuda")   # borrowed factors
-    assert calibrated_depth("no-such-engine", "cuda") is None
+    assert calibrated_depth(FACTS, "vllm", "cuda") == ({"decode": 130048, "prefill": 129024}, "cuda")
+    assert calibrated_depth(FACTS, "vllm", "rocm") == ({"decode": 130048, "prefill": 129024}, "cuda")   # borrowed factors
+    assert calibrated_depth(FACTS, "no-such-engine", "cuda") is None
     p = plan("qwen2.5-7b-instruct", gpu="A100 80GB", precision="bf16", context=65536)
     assert not _depth_notes(p)
     deeper = plan("qwen2.5-7b-instruct", gpu="A100 80GB", precision="bf16", context=131072, input_len=131000)

@@ -30,31 +30,31 @@ def q35(ram="64GB", bw="80GB/s", **kw):
     return plan(Q35, gpu="RTX 4090", precision="gguf-q8_0", ram=ram, ram_bandwidth=bw, **kw)
 
 
-def test_q35_q8_0_on_a_24gb_card_puts_17_expert_layers_on_cpu():
+def test_q35_q8_0_on_a_24gb_card_puts_15_expert_layers_on_cpu():
     assert Q35_EXPERTS_PER_LAYER_Q8 == 855_638_016
     whole = plan(Q35, gpu="RTX 4090", precision="gguf-q8_0")
     assert not whole.fits and whole.offload is None          # without --ram: the old verdict
-    need, budget = whole.memory.per_gpu, whole.budget_per_gpu  # 36.94 GiB against 24.0 GiB
-    # smallest N: 16 layers of experts (12.75 GiB) are too few for the 12.94 GiB over budget, 17 (13.55 GiB) enough
-    assert need - 16 * Q35_EXPERTS_PER_LAYER_Q8 > budget >= need - 17 * Q35_EXPERTS_PER_LAYER_Q8
+    need, budget = whole.memory.per_gpu, whole.budget_per_gpu  # 35.40 GiB against 24.0 GiB (GGUF: no vision tower)
+    # smallest N: 14 layers of experts (11.16 GiB) are too few for the 11.40 GiB over budget, 15 (11.95 GiB) enough
+    assert need - 14 * Q35_EXPERTS_PER_LAYER_Q8 > budget >= need - 15 * Q35_EXPERTS_PER_LAYER_Q8
     p = q35()
     off = p.offload
-    assert p.fits and off.kind == "moe_experts" and off.cpu_expert_layers == 17 and off.gpu_layers == 40
-    assert isinstance(off.cpu_expert_layers, int) and off.flag == "--n-cpu-moe 17"
-    assert off.host_weight_bytes == 17 * Q35_EXPERTS_PER_LAYER_Q8 and off.host_kv_bytes == 0
-    assert off.host_bytes / GIB == pytest.approx(13.547, abs=1e-3)
-    assert p.memory.per_gpu == pytest.approx(need - 17 * Q35_EXPERTS_PER_LAYER_Q8)
-    assert p.reason.startswith("fits with 17 expert layers on CPU (--n-cpu-moe 17), ~") and "tok/s decode" in p.reason
+    assert p.fits and off.kind == "moe_experts" and off.cpu_expert_layers == 15 and off.gpu_layers == 40
+    assert isinstance(off.cpu_expert_layers, int) and off.flag == "--n-cpu-moe 15"
+    assert off.host_weight_bytes == 15 * Q35_EXPERTS_PER_LAYER_Q8 and off.host_kv_bytes == 0
+    assert off.host_bytes / GIB == pytest.approx(11.953, abs=1e-3)
+    assert p.memory.per_gpu == pytest.approx(need - 15 * Q35_EXPERTS_PER_LAYER_Q8)
+    assert p.reason.startswith("fits with 15 expert layers on CPU (--n-cpu-moe 15), ~") and "tok/s decode" in p.reason
 
 
 def test_moe_decode_speed_is_gpu_time_plus_host_experts_read_over_host_bandwidth():
     whole = plan(Q35, gpu="RTX 4090", precision="gguf-q8_0")
     p = q35()
     b0, b = whole.performance.breakdown, p.performance.breakdown
-    host_bytes = 17 * Q35_EXPERTS_PER_LAYER_Q8
+    host_bytes = 15 * Q35_EXPERTS_PER_LAYER_Q8
     read = host_bytes * 8 / 256                                 # batch 1: top-8 of 256 experts per layer
-    assert read == 454_557_696 and b["offload_host_read_bytes"] == read
-    host_s = read / 80e9                                        # 5.68 ms at 80 GB/s
+    assert read == 401_080_320 and b["offload_host_read_bytes"] == read
+    host_s = read / 80e9                                        # 5.01 ms at 80 GB/s
     assert b["offload_host_s"] == pytest.approx(host_s)
     eff_bw = 0.8999 * 0.9334                                    # llama.cpp cuda x gguf-q8_0 (profile figures)
     gpu_mem_s = b0["decode_memory_s"] - read / (RTX4090_GBPS * 1e9 * eff_bw)
@@ -108,14 +108,14 @@ def test_dense_70b_partial_offload_keeps_45_of_80_layers_on_the_gpu():
 
 def test_ram_too_small_says_how_much_ram_the_split_needs():
     p = q35(ram="8GB")
-    assert not p.fits and p.offload.cpu_expert_layers == 17
-    assert p.reason == "does not fit: the experts of 17 layers on CPU need 13.5 GiB RAM, --ram gives 7.5 GiB"
+    assert not p.fits and p.offload.cpu_expert_layers == 15
+    assert p.reason == "does not fit: the experts of 15 layers on CPU need 12.0 GiB RAM, --ram gives 7.5 GiB"
     assert p.suggestion
 
 
 def test_gpu_too_small_even_with_every_expert_on_cpu():
-    p = plan("qwen3.5-397b-a17b", gpu="RTX 3060 12GB", precision="gguf-q8_0", ram="1TB")
-    assert not p.fits and p.reason.startswith("does not fit even with all 60 expert layers on CPU: each GPU needs")
+    p = plan("qwen3.5-397b-a17b", gpu="RTX 3070", precision="gguf-q8_0", ram="1TB")   # 8 GB card, 11.3 GiB needed
+    assert not p.fits and p.reason.startswith("does not fit even with all 60 expert layers on CPU: each GPU needs 11.3 GiB")
 
 
 def test_engines_without_a_layer_split_say_so_and_plan_as_before():
@@ -177,7 +177,7 @@ def test_cli_json_carries_the_split():
             "--json")
     assert r.exit_code == 0, r.output
     off = json.loads(r.stdout)["offload"]
-    assert off["cpu_expert_layers"] == 17 and off["flag"] == "--n-cpu-moe 17" and off["bandwidth_gbps"] == 80.0
-    assert math.isclose(off["host_gib"], 17 * Q35_EXPERTS_PER_LAYER_Q8 / GIB)
+    assert off["cpu_expert_layers"] == 15 and off["flag"] == "--n-cpu-moe 15" and off["bandwidth_gbps"] == 80.0
+    assert math.isclose(off["host_gib"], 15 * Q35_EXPERTS_PER_LAYER_Q8 / GIB)
     r = run("plan", "-m", Q35, "--gpu", "RTX 4090", "-p", "gguf-q8_0", "--ram", "64GB")
-    assert r.exit_code == 0 and "fits with 17 expert layers on CPU" in r.output and "ASSUMED dual-channel" in r.output
+    assert r.exit_code == 0 and "fits with 15 expert layers on CPU" in r.output and "ASSUMED dual-channel" in r.output

@@ -44,6 +44,8 @@ def _split(value: str | None) -> list[str]:
                                       "else a dual-channel DDR5-5600 desktop (assumed, said so).")
 @click.option("--cpu", help="With --ram: the host CPU, for its platform's memory bandwidth (e.g. 'EPYC 9654'; 'host' = "
                             "this machine's recorded figure).")
+@click.option("--text-only", is_flag=True, help="Multimodal checkpoints: leave the vision tower out (GGUF files never "
+                                               "hold it: it is a separate mmproj file).")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
 @click.option("--models", help="Without --model: these models only (comma list, or a file with one per line).")
 @click.option("--family", help="Without --model: one family (qwen3.5, llama-3.1, gemma-3 ...).")
@@ -60,7 +62,7 @@ def _split(value: str | None) -> list[str]:
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, ram, ram_bandwidth,
-         cpu, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
+         cpu, text_only, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -80,7 +82,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
                     "--moe/--dense": moe, "--top": top}
     if model is None:
         for flag, value in (("--precision", precision), ("--group-size", group_size), ("--kv-dtype", kv_dtype),
-                            ("--plot", plot), ("--ram", ram)):
+                            ("--plot", plot), ("--ram", ram), ("--text-only", text_only or None)):
             if value is not None:
                 raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
         if len(batches) > 1:
@@ -90,7 +92,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     given = [flag for flag, value in survey_flags.items() if value is not None]
     if given:
         raise QfitError(f"{', '.join(given)} select models: use them without --model")
-    kw = dict(engine=engine, gpus=n or 1, kv_dtype=kv_dtype, group_size=group_size, **lengths)
+    kw = dict(engine=engine, gpus=n or 1, kv_dtype=kv_dtype, group_size=group_size, text_only=text_only, **lengths)
     gpu_list, prec_list = _split(gpu), _split(precision)
     loaded = resolve.model(model)
     # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).

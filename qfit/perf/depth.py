@@ -1,28 +1,18 @@
 """Decode at depth: what the speed estimate reads and computes at the plan's KV depth, and whether that depth lies
-beyond what the engine x backend's factors were fitted at (profiles/planner/long_context.yaml says why it matters).
-
-Pure but for reading that YAML once.
+beyond what the engine x backend's factors were fitted at (profiles/planner/long_context.yaml says why it matters;
+it reaches here read at the edge, as the engines' Policy.long_context).
 """
 
 from __future__ import annotations
 
-from functools import cache
-
-from qfit.paths import profiles_dir
 from qfit.perf.efficiency import Efficiency
-from qfit.yamlcache import load_records
 
 
-@cache
-def facts() -> dict:
-    return load_records(profiles_dir() / "planner")["long_context"]
-
-
-def calibrated_depth(engine: str, backend: str) -> tuple[dict, str] | None:
+def calibrated_depth(facts: dict, engine: str, backend: str) -> tuple[dict, str] | None:
     """({decode, prefill}, backend): the deepest KV the engine's rows were measured at on this backend or, for a
     backend whose factors are borrowed (profiles/engines priors), on the engine's first calibrated backend (None: no
     rows for the engine at all)."""
-    rows = facts()["calibrated"].get(engine) or {}
+    rows = (facts.get("calibrated") or {}).get(engine) or {}
     if backend in rows:
         return rows[backend], backend
     return next(((v, b) for b, v in rows.items()), None)
@@ -49,8 +39,10 @@ def depth_band(eff: Efficiency, context: int, prompt: int, kv_bytes: float, step
     notes = [f"decode timed at {context:,} tokens of KV: each step reads {kv_bytes / 1e9:.3g} GB of KV and recurrent state per GPU "
              f"({share:.0%} of its bytes) and {attn_flops / 1e9:.3g} GFLOP of attention per sequence; long-context slow-down "
              "follows from these (no separate long-context factor)"]
-    f = facts()
-    found = calibrated_depth(eff.engine, eff.backend)
+    f = eff.policy.long_context
+    if not f:
+        return band, notes
+    found = calibrated_depth(f, eff.engine, eff.backend)
     depth, on = found or ({}, eff.backend)
     factor = float(f["factor"])
     for kind, length, matters in (("decode", context, share >= float(f["min_kv_share"])), ("prefill", prompt, True)):
