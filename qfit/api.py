@@ -38,18 +38,30 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
           with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
           ram: str | None = None, ram_bandwidth: str | None = None, cpu: str | None = None,
-          text_only: bool = False) -> list[Plan]:
+          text_only: bool = False, spec: str | None = None, spec_acceptance: str | None = None) -> list[Plan]:
     """One configuration at each batch size (a single plan for one batch; a curve for several). `ram` (with
     `ram_bandwidth` or a `cpu` platform name): host memory as a second tier when the GPUs alone do not hold it."""
     host = _host(ram, ram_bandwidth, cpu)
+    speculation = _spec(spec, spec_acceptance)
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc, kv_dtype)
     weights = weights_for(loaded, recipe, text_only)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
-                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest, host=host)
+                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest, host=host,
+                      spec=speculation)
             for b in batches]
+
+
+def _spec(spec: str | None, acceptance: str | None):
+    if spec is None:
+        if acceptance is not None:
+            raise QfitError("--spec-acceptance goes with --spec mtp[:n]")
+        return None
+    from qfit.speculative import speculation
+
+    return speculation(spec, acceptance)
 
 
 def _host(ram: str | None, ram_bandwidth: str | None, cpu: str | None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from qfit import speculative
 from qfit.deployment import Deployment, KVPool, Weights, weights_for
 from qfit.engines import EngineProfile, EngineRegistry
 from qfit.errors import QfitError
@@ -18,6 +19,7 @@ from qfit.model.sources import LoadedModel
 from qfit.offload import HostMemory, Offload, apply_speed, plan_offload
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
 from qfit.precision import Recipe, WeightBytes, parse_recipe
+from qfit.speculative import Speculation
 from qfit.workload import Workload
 
 DEFAULT_CONTEXT = 8192
@@ -51,6 +53,7 @@ class Plan:
     performance: PerfEstimate | None = None
     kv_pool: KVPool | None = None     # the KV pool in bytes and tokens, and the sequences of `context` it holds
     offload: Offload | None = None    # the GPU/host split when --ram was given and the GPUs alone do not hold it
+    speculative: dict | None = None   # --spec mtp: draft tokens, acceptance, draft memory, the engine's flag
 
     @property
     def headroom_per_gpu(self) -> float:
@@ -82,6 +85,7 @@ class Plan:
             "suggestion": self.suggestion, "min_gpus": self.min_gpus,
             "kv_cache": self.kv_pool.to_dict() if self.kv_pool else None,
             "offload": self.offload.to_dict() if self.offload else None,
+            "speculative": self.speculative,
             "performance": perf,
             "assumptions": list(self.assumptions),
             "error_band": (perf or {}).get("error_band") or {"memory_pct": policy.memory_band_pct,
@@ -159,7 +163,8 @@ def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
 
 def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: EngineProfile, workload: Workload, *,
               gpus: int = 1, kv_dtype: str | None = None, weights: Weights | None = None,
-              with_performance: bool = True, suggest: bool = True, host: HostMemory | None = None) -> Plan:
+              with_performance: bool = True, suggest: bool = True, host: HostMemory | None = None,
+              spec: Speculation | None = None) -> Plan:
     dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights)
     w = workload
     mem = dep.memory(w.context, w.batch, w.prompt)
@@ -175,7 +180,9 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
             model.spec, tensor_groups(model.spec), dep.weights.recipe, recipe.name, acc,
             efficiency=engine.efficiency(acc.backend, recipe.name), gpus=gpus, batch=w.batch, input_len=w.prompt,
             context=w.decode_context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
-    if not fits and host is not None and dep.tp_problem is None:
+    if spec is not None:
+        _speculate(plan, dep, w, spec)
+    if not plan.fits and host is not None and dep.tp_problem is None:
         _offload(plan, dep, w, host)
     if not plan.fits and suggest:
         plan.suggestion = suggest_alternative(dep, w, kv_dtype)
@@ -208,6 +215,45 @@ def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None
         plan.performance, plan.offload = apply_speed(plan.performance, off, dep, w.batch, w.prompt, w.output_tokens,
                                                       w.decode_context / w.context)
         plan.reason += f", ~{plan.performance.decode_tokens_per_s:.0f} tok/s decode"
+
+
+def _speculate(plan: Plan, dep: Deployment, w: Workload, s: Speculation) -> None:
+    """Count the MTP layers' memory and time decode as drafted by them (qfit.speculative)."""
+    spec = dep.model.spec
+    if not spec.mtp_layers:
+        raise QfitError(f"--spec mtp: {spec.name} has no multi-token-prediction layer")
+    how = s.support(dep.engine.name)
+    if how is None:
+        plan.assumptions.append(f"--spec given, but {s.unsupported_note(dep.engine.name)}")
+        return
+    draft = speculative.draft_of(dep, w.batch, w.context, w.decode_context)
+    m = plan.memory
+    plan.memory = replace(m, weights=m.weights + draft.weight_bytes, kv_cache=m.kv_cache + draft.kv_bytes,
+                          kv_per_gpu=m.kv_per_gpu + draft.kv_bytes / dep.gpus)
+    plan.fits, plan.reason = _verdict(dep, plan.memory)
+    with_mtp = replace(dep, weights=replace(dep.weights, total=dep.weights.total + draft.weight_bytes), _kv={})
+    plan.max_context = with_mtp.max_context(w.batch, w.prompt, context_limit(dep.model))
+    plan.max_batch = with_mtp.max_batch(w.context, w.prompt)
+    plan.kv_pool = with_mtp.kv_pool(w.context, w.prompt)
+    plan.speculative = speculative.summary(s, draft, how["flag"])
+    n, a = s.draft_tokens, s.acceptance
+    plan.assumptions.append(
+        f"speculative decoding (--spec mtp:{n}): the MTP layer drafts {n} token(s) per step, each accepted with "
+        f"probability {a:g} (the user's figure), {s.expected_tokens:.3g} tokens per step = (1 - A^(n+1)) / (1 - A); "
+        f"a step = one pass over {n + 1} tokens per sequence + {n} MTP passes; MTP weights "
+        f"{draft.weight_bytes / GIB:.2f} GiB and KV {draft.kv_bytes / GIB:.2f} GiB counted (max context/batch count "
+        f"the weights only); the engine's fixed per-step overhead is paid once per step, not per draft pass; "
+        f"{dep.engine.name}: {how['flag']}")
+    if spec.linear and dep.engine.name == "vllm" and w.batch >= int(s.facts.get("hybrid_warning_batch", 4)):
+        plan.assumptions.append("WARNING: hybrid models with MTP at batch >= 4 have had vLLM scheduler problems "
+                                "(vllm issue #55533)")
+    if plan.performance is not None:
+        eff = dep.engine.efficiency(dep.acc.backend, dep.recipe.name)
+        verify = estimate_performance(spec, tensor_groups(spec), dep.weights.recipe, dep.recipe.name, dep.acc,
+                                      efficiency=eff, gpus=dep.gpus, batch=w.batch * (n + 1), input_len=w.prompt,
+                                      context=w.decode_context, kv_dtype=dep.kv_dtype)
+        plan.performance = speculative.apply_speed(plan.performance, verify, draft, s, eff, dep.acc.bandwidth_gbps,
+                                                   w.batch, w.output_tokens)
 
 
 def _fits_with(dep: Deployment, w: Workload, kv_dtype: str | None, gpus: int | None = None,

@@ -167,7 +167,7 @@ def test_cli_refuses_bad_host_options_in_one_line(args, message):
 
 def test_cli_ram_needs_one_configuration():
     r = run("plan", "-m", Q35, "--gpu", "RTX 4090,A6000", "-p", "gguf-q8_0", "--ram", "64GB")
-    assert r.exit_code != 0 and "--ram plans one configuration" in r.output
+    assert r.exit_code != 0 and "--ram and --spec plan one configuration" in r.output
     r = run("plan", "--gpu", "RTX 4090", "--ram", "64GB")
     assert r.exit_code != 0 and "--ram needs --model" in r.output
 

@@ -44,6 +44,10 @@ def _split(value: str | None) -> list[str]:
                                       "else a dual-channel DDR5-5600 desktop (assumed, said so).")
 @click.option("--cpu", help="With --ram: the host CPU, for its platform's memory bandwidth (e.g. 'EPYC 9654'; 'host' = "
                             "this machine's recorded figure).")
+@click.option("--spec", help="Speculative decoding with the model's own MTP layer: mtp or mtp:N (N draft tokens per "
+                             "step). Off by default; needs --spec-acceptance. vLLM/SGLang.")
+@click.option("--spec-acceptance", help="With --spec: the share (0-1) of draft tokens accepted, from your server's "
+                                        "speculative-decoding metrics (depends on the text; no default).")
 @click.option("--text-only", is_flag=True, help="Multimodal checkpoints: leave the vision tower out (GGUF files never "
                                                "hold it: it is a separate mmproj file).")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
@@ -62,7 +66,7 @@ def _split(value: str | None) -> list[str]:
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, output_len, engine, ram, ram_bandwidth,
-         cpu, text_only, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
+         cpu, spec, spec_acceptance, text_only, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -82,7 +86,7 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
                     "--moe/--dense": moe, "--top": top}
     if model is None:
         for flag, value in (("--precision", precision), ("--group-size", group_size), ("--kv-dtype", kv_dtype),
-                            ("--plot", plot), ("--ram", ram), ("--text-only", text_only or None)):
+                            ("--plot", plot), ("--ram", ram), ("--text-only", text_only or None), ("--spec", spec)):
             if value is not None:
                 raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
         if len(batches) > 1:
@@ -100,9 +104,9 @@ def plan(model, gpu, gpus, precision, group_size, context, batch, input_len, out
     single = len(gpu_list) == 1 and (len(prec_list) == 1 or (not prec_list and ships_quantized))
     if plot:
         _check_plot(plot, force, single, model)
-    host = dict(ram=ram, ram_bandwidth=ram_bandwidth, cpu=cpu)
+    host = dict(ram=ram, ram_bandwidth=ram_bandwidth, cpu=cpu, spec=spec, spec_acceptance=spec_acceptance)
     if not single and any(v is not None for v in host.values()):
-        raise QfitError("--ram plans one configuration: give one --gpu and one --precision")
+        raise QfitError("--ram and --spec plan one configuration: give one --gpu and one --precision")
     if single:
         plans = api.plans(loaded, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None, batches=batches,
                           **kw, **host)
