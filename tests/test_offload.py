@@ -181,3 +181,15 @@ def test_cli_json_carries_the_split():
     assert math.isclose(off["host_gib"], 15 * Q35_EXPERTS_PER_LAYER_Q8 / GIB)
     r = run("plan", "-m", Q35, "--gpu", "RTX 4090", "-p", "gguf-q8_0", "--ram", "64GB")
     assert r.exit_code == 0 and "fits with 15 expert layers on CPU" in r.output and "ASSUMED dual-channel" in r.output
+
+
+def test_cpu_host_uses_this_machines_recorded_measurement(monkeypatch):
+    from qfit import host
+
+    monkeypatch.setattr(host, "_read", lambda path: "model name\t: AMD EPYC 9654 96-Core Processor\n")
+    monkeypatch.setattr(host, "cached_bandwidth", lambda model: (123.0, "measured on this machine (stable)"))
+    measured = host_memory("64GB", cpu="host")
+    assert measured.bandwidth_gbps == 123.0 and "this machine's AMD EPYC 9654" in measured.source
+    monkeypatch.setattr(host, "cached_bandwidth", lambda model: None)   # none recorded: its platform's figure
+    tabled = host_memory("64GB", cpu="host")
+    assert tabled.bandwidth_gbps == pytest.approx(460.8 * 0.8) and "Genoa" in tabled.source
