@@ -280,4 +280,5 @@ def _speed_assumptions(off: Offload, min_batch: int) -> list[str]:
             f"ops of >= {min_batch} tokens (op offload, ggml scheduler; recalled from llama.cpp source, not "
             "measured): every prefill micro-batch, and decode at batch >= that",
             "offload: host memory counts the offloaded weights and KV only; llama.cpp mmaps the GGUF file, so the page "
-            "cache may hold more while loading; CPU compute time of the offloaded part not modelled (memory-bound)"]
+            "cache may hold more while loading; not modelled (so the decode figure is optimistic): CPU compute of the "
+            "offloaded part (taken as memory-bound) and the GPU-CPU hand-off of activations at each split layer"]
