@@ -37,12 +37,18 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
           engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
           with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
-          nodes: int = 1, internode: str | None = None) -> list[Plan]:
+          nodes: int = 1, internode: str | None = None, ram: str | None = None, ram_bandwidth: str | None = None,
+          cpu: str | None = None, text_only: bool = False, spec: str | None = None,
+          spec_acceptance: str | None = None) -> list[Plan]:
     """One configuration at each batch size (a single plan for one batch; a curve for several). `nodes` > 1: the
-    `gpus` split over that many machines (TP within one, a pipeline stage each) joined by the `internode` link."""
+    `gpus` split over that many machines (TP within one, a pipeline stage each) joined by the `internode` link.
+    `ram` (with `ram_bandwidth` or a `cpu` platform name): host memory as a second tier when the GPUs alone do not
+    hold it."""
     from qfit.launch.layout import check_layout
     from qfit.perf.pipeline import internode as link_named
 
+    host = _host(ram, ram_bandwidth, cpu)
+    speculation = _spec(spec, spec_acceptance)
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
@@ -51,11 +57,31 @@ def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int
         raise QfitError(f"{gpus} GPUs do not split over {nodes} nodes")
     check_layout(loaded.spec, acc, eng, gpus, nodes)
     link = link_named(internode) if nodes > 1 else None
-    weights = weights_for(loaded, recipe)      # once for every batch of the curve
+    weights = weights_for(loaded, recipe, text_only)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
                       kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest,
-                      pp=nodes, link=link)
+                      pp=nodes, link=link, host=host, spec=speculation)
             for b in batches]
+
+
+def _spec(spec: str | None, acceptance: str | None):
+    if spec is None:
+        if acceptance is not None:
+            raise QfitError("--spec-acceptance goes with --spec mtp[:n]")
+        return None
+    from qfit.speculative import speculation
+
+    return speculation(spec, acceptance)
+
+
+def _host(ram: str | None, ram_bandwidth: str | None, cpu: str | None):
+    if ram is None:
+        if ram_bandwidth is not None or cpu is not None:
+            raise QfitError("--ram-bandwidth and --cpu describe host memory: give --ram too (e.g. --ram 64GB)")
+        return None
+    from qfit.offload import host_memory
+
+    return host_memory(ram, ram_bandwidth, cpu)
 
 
 def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **kw) -> Plan:
@@ -66,7 +92,7 @@ def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **
 def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], *, engine: str | None = None,
            context: int | None = None, batch: int = 1, gpus: int = 1, kv_dtype: str | None = None,
            group_size: int | None = None, input_len: int | None = None,
-           output_len: int | None = None) -> list[Plan]:
+           output_len: int | None = None, text_only: bool = False) -> list[Plan]:
     """Every precision x accelerator (the engine chosen per cell unless named; --group-size applies to GPTQ/AWQ rows)."""
     loaded = resolve.model(model)
     accs = [resolve.accelerator(g) for g in gpus_list]
@@ -75,7 +101,8 @@ def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str]
     if engine:
         registry.get(engine)          # an unknown engine name is an error, not an empty matrix
     workload = _workload(loaded, context, batch, input_len, output_len)
-    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype)
+    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype,
+                       text_only=text_only)
 
 
 def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,

@@ -32,17 +32,27 @@ MAX_BATCH_SEARCH = 65536
 @dataclass(frozen=True)
 class Weights:
     """A model's weights in one recipe: the recipe's bytes, and what memory counts (the checkpoint's own header bytes
-    when the checkpoint already is in that format)."""
+    when the checkpoint already is in that format). `vision_left_out`: bytes of a vision tower not counted (GGUF keeps
+    it in a separate mmproj file; `--text-only` for the other formats)."""
 
     recipe: WeightBytes
     total: float
     exact: bool
+    vision_left_out: float = 0.0
 
 
-def weights_for(model: LoadedModel, recipe: Recipe) -> Weights:
-    wb = weight_bytes(tensor_groups(model.spec), recipe)
+def weights_for(model: LoadedModel, recipe: Recipe, text_only: bool = False) -> Weights:
+    groups = tensor_groups(model.spec)
+    wb = weight_bytes(groups, recipe)
     exact = model.header is not None and model.native_precision == recipe.name and model.kind != "catalog"
-    return Weights(wb, float(model.header.bytes if exact else wb.total), exact)
+    total = float(model.header.bytes if exact else wb.total)
+    if model.spec.vision is None or not (text_only or recipe.family == "gguf"):
+        return Weights(wb, total, exact)
+    lm = weight_bytes(tuple(g for g in groups if g.role != "vision"), recipe)
+    tower = float(wb.total - lm.total)
+    # a GGUF file's own header bytes already hold the language model only
+    return Weights(lm, total - tower if exact and recipe.family != "gguf" else (total if exact else lm.total), exact,
+                   tower)
 
 
 def tp_problem(spec: ModelSpec, engine: EngineProfile, gpus: int) -> str | None:
@@ -94,6 +104,7 @@ class Deployment:
     overhead: float             # runtime overhead, all GPUs together
     budget: float               # bytes per GPU the engine may fill
     pp: int = 1                 # pipeline stages (one per node across nodes): gpus = tensor-parallel size x pp
+    gpu_layers: int | None = None   # llama.cpp -ngl N with --ram: only these layers' KV is on the GPUs (None: all)
     _kv: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -124,6 +135,10 @@ class Deployment:
         holds the KV of its own layers only: the largest stage has ceil(layers / pp) of them."""
         if context not in self._kv:
             kv = kv_cache(self.model.spec, context, 1, self.kv_dtype, self.engine, self.tp)
+            if self.gpu_layers is not None:   # llama.cpp keeps the KV of CPU-side layers in host memory
+                layers = self.model.spec.layers
+                kv = replace(kv, per_gpu_bytes=kv.per_gpu_bytes * self.gpu_layers / layers, notes=kv.notes + (
+                    f"-ngl {self.gpu_layers}: the GPUs hold the KV of their {self.gpu_layers} of {layers} layers",))
             if self.pp > 1:
                 layers = self.model.spec.layers
                 share = math.ceil(layers / self.pp) / layers

@@ -48,6 +48,10 @@ def print_plan(p, wide: bool = False) -> None:
         con.print(f"[red bold]DOES NOT FIT[/]  {p.reason}")
         if p.suggestion:
             con.print(f"  {p.suggestion}")
+    if p.offload is not None:
+        o = p.offload
+        con.print(f"offload ({o.flag}): GPUs hold the table above, host memory {_gib(o.host_bytes)} of "
+                  f"{_gib(o.host.bytes)} GiB; host bandwidth {o.host.bandwidth_gbps:.1f} GB/s ({o.host.source})")
     con.print(f"max context at batch {p.batch}: {p.max_context:,} tokens;  "
               f"max batch at {fmt_tokens(p.context)} context: {p.max_batch:,}")
     if p.kv_pool is not None and p.kv_pool.tokens:

@@ -18,6 +18,8 @@ COMMANDS = {
     "qfit plan --model M --gpu G --precision P --launch --json": ["plan", "-m", "llama-3.1-70b", "--gpu", "h100", "-p",
                                                                    "bf16", "--nodes", "2", "--gpus-per-node", "8",
                                                                    "--launch", "--json"],
+    "qfit plan --model M --gpu G --precision P --ram R --json": ["plan", "-m", "qwen3.5-35b-a3b", "--gpu", "rtx-4090",
+                                                                  "-p", "gguf-q8_0", "--ram", "64GB", "--json"],
     "qfit plan --gpu G --json": ["plan", "--gpu", "a6000", "--top", "3", "--json"],
     "qfit size --json": ["size", "-m", "llama-3.1-70b", "-u", "16", "--top", "3", "--json"],
 }

@@ -224,6 +224,20 @@ def test_text_prints_the_commands_after_the_plan():
     assert "Left at the engine default: --tensor-parallel-size 1, --pipeline-parallel-size 1" in tail
 
 
+@pytest.mark.parametrize("model,precision,flag", [("qwen3.5-35b-a3b", "gguf-q8_0", ["--n-cpu-moe", "15"]),
+                                                  ("llama-3.1-70b", "gguf-q4_k_m", ["-ngl", "45"])])
+def test_a_plans_own_host_split_becomes_llama_servers_flags(model, precision, flag):
+    """--ram: the split the plan chose (tests/test_offload.py pins 15 expert layers and 45 GPU layers) is launched."""
+    r = run("-m", model, "--gpu", "RTX 4090", "-p", precision, "--ram", "64GB", "--ram-bandwidth", "80GB/s",
+            "--launch", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    cmd = doc["launch"]["commands"][0]["argv"]
+    assert cmd[cmd.index(flag[0]):cmd.index(flag[0]) + 2] == flag and doc["offload"]["flag"] == " ".join(flag)
+    assert doc["launch"]["kv_capacity_tokens"] == doc["kv_cache"]["capacity_tokens"]
+    assert any("the plan's own GPU/host split" in n for n in doc["launch"]["notes"])
+
+
 @pytest.mark.parametrize("engine,flag", [("vllm", "--max-num-seqs"), ("sglang", "--max-running-requests")])
 def test_without_batch_the_engine_keeps_its_own_concurrency_limit(engine, flag):
     """A plan at the default batch 1 is not a request to serve one sequence at a time: the cap is left out and the note

@@ -47,6 +47,18 @@ def _split(value: str | None) -> list[str]:
               help="After the plan, the command(s) that start the server on it: vllm | sglang | llama.cpp (sets the "
                    "engine), or bare --launch for the plan's engine. Per node with --nodes; in --json, a `launch` "
                    "object.")
+@click.option("--ram", help="Host memory the model may also use (64GB): when the GPUs alone do not hold it, llama.cpp "
+                            "offloads MoE experts (--n-cpu-moe) or layers (-ngl) to it. One --gpu and --precision.")
+@click.option("--ram-bandwidth", help="With --ram: sustained host memory bandwidth (80GB/s). Default: --cpu's figure, "
+                                      "else a dual-channel DDR5-5600 desktop (assumed, said so).")
+@click.option("--cpu", help="With --ram: the host CPU, for its platform's memory bandwidth (e.g. 'EPYC 9654'; 'host' = "
+                            "this machine's recorded figure).")
+@click.option("--spec", help="Speculative decoding with the model's own MTP layer: mtp or mtp:N (N draft tokens per "
+                             "step). Off by default; needs --spec-acceptance. vLLM/SGLang.")
+@click.option("--spec-acceptance", help="With --spec: the share (0-1) of draft tokens accepted, from your server's "
+                                        "speculative-decoding metrics (depends on the text; no default).")
+@click.option("--text-only", is_flag=True, help="Multimodal checkpoints: leave the vision tower out (GGUF files never "
+                                               "hold it: it is a separate mmproj file).")
 @click.option("--kv-dtype", help="KV cache dtype: fp16 bf16 fp8 q8_0 q4_0 (default: the engine's default).")
 @click.option("--models", help="Without --model: these models only (comma list, or a file with one per line).")
 @click.option("--family", help="Without --model: one family (qwen3.5, llama-3.1, gemma-3 ...).")
@@ -63,8 +75,8 @@ def _split(value: str | None) -> list[str]:
                                                                "(one --gpu and --precision).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def plan(model, gpu, gpus, nodes, gpus_per_node, internode, precision, group_size, context, batch, input_len,
-         output_len, engine, launch, kv_dtype, models, family, min_params, max_params, moe, sort, top, as_json, wide,
-         plot, force):
+         output_len, engine, launch, ram, ram_bandwidth, cpu, spec, spec_acceptance, text_only, kv_dtype, models,
+         family, min_params, max_params, moe, sort, top, as_json, wide, plot, force):
     """Will it fit, and how fast will it run? Memory, fit verdict, max context/batch and speed.
 
     With one --gpu and one --precision: the full breakdown. Otherwise a matrix of precisions x accelerators.
@@ -97,7 +109,7 @@ def plan(model, gpu, gpus, nodes, gpus_per_node, internode, precision, group_siz
     if model is None:
         for flag, value in (("--launch", launch), ("--nodes", nodes), ("--gpus-per-node", gpus_per_node),
                             ("--precision", precision), ("--group-size", group_size), ("--kv-dtype", kv_dtype),
-                            ("--plot", plot)):
+                            ("--plot", plot), ("--ram", ram), ("--text-only", text_only or None), ("--spec", spec)):
             if value is not None:
                 raise QfitError(f"{flag} needs --model (without it, each model's precision is chosen for it)")
         if len(batches) > 1:
@@ -107,7 +119,7 @@ def plan(model, gpu, gpus, nodes, gpus_per_node, internode, precision, group_siz
     given = [flag for flag, value in survey_flags.items() if value is not None]
     if given:
         raise QfitError(f"{', '.join(given)} select models: use them without --model")
-    kw = dict(engine=engine, gpus=n or 1, kv_dtype=kv_dtype, group_size=group_size, **lengths)
+    kw = dict(engine=engine, gpus=n or 1, kv_dtype=kv_dtype, group_size=group_size, text_only=text_only, **lengths)
     gpu_list, prec_list = _split(gpu), _split(precision)
     loaded = resolve.model(model)
     # A GGUF file or a quantized checkpoint plans in its own format by default (no precision table).
@@ -118,9 +130,12 @@ def plan(model, gpu, gpus, nodes, gpus_per_node, internode, precision, group_siz
     if (launch or multi) and not (single and len(batches) == 1):
         raise QfitError(f"{'--launch' if launch else '--nodes'} needs one configuration: one --gpu, one --precision "
                         "and one --batch")
+    host = dict(ram=ram, ram_bandwidth=ram_bandwidth, cpu=cpu, spec=spec, spec_acceptance=spec_acceptance)
+    if not single and any(v is not None for v in host.values()):
+        raise QfitError("--ram and --spec plan one configuration: give one --gpu and one --precision")
     if single:
         plans = api.plans(loaded, gpu=gpu_list[0], precision=prec_list[0] if prec_list else None, batches=batches,
-                          nodes=n_nodes or 1, internode=internode, **kw)
+                          nodes=n_nodes or 1, internode=internode, **kw, **host)
         render = "plan" if len(plans) == 1 else "curve"
     else:
         plans = api.matrix(loaded, gpu_list or DEFAULT_GPUS, prec_list or DEFAULT_PRECISIONS, batch=batches[0], **kw)

@@ -122,5 +122,9 @@ def build_launch(plan: Plan, engine: str | None = None, *, n_gpu_layers: int | N
         raise QfitError(f"layer and expert offload (-ngl, --n-cpu-moe) are llama.cpp flags; {name} has none "
                         f"({table.absent.get('n_cpu_moe', 'no per-layer offload')})")
     if name == "llama.cpp":
+        off = plan.offload   # the plan's own GPU/host split (--ram), unless the caller chose one
+        if off is not None and n_gpu_layers is None and n_cpu_moe is None:
+            n_cpu_moe = off.cpu_expert_layers if off.kind == "moe_experts" else None
+            n_gpu_layers = off.gpu_layers if off.kind == "layers" else None
         return engines.llama_cpp(plan, table, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe)
     return engines.tensor_parallel(plan, table, expert_parallel, cap)

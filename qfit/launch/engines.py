@@ -151,7 +151,10 @@ def llama_cpp(plan: Plan, table: FlagTable, *, n_gpu_layers: int | None, n_cpu_m
     a.add("n_cpu_moe", n_cpu_moe or None)
     notes = [f"-c {plan.context * plan.batch} = {plan.context:,} tokens x {plan.batch} slot(s): llama-server splits "
              "its context evenly over the -np slots"]
-    if n_gpu_layers is not None or n_cpu_moe:
+    off = plan.offload
+    if off is not None and (n_cpu_moe or 0) == off.cpu_expert_layers and n_gpu_layers in (None, off.gpu_layers):
+        notes.append(f"{off.flag}: the plan's own GPU/host split (--ram); the KV figures are for that split")
+    elif n_gpu_layers is not None or n_cpu_moe:
         notes.append("layer/expert offload given: the KV figures are the plan's, which keeps every layer on the GPUs")
     head = table.command.split()[:-1] + [ref.ref]
     placeholders = {ref.placeholder[0]: ref.placeholder[1]} if ref.placeholder else {}
