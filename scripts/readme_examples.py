@@ -96,6 +96,27 @@ def _seeds() -> str:
             "decoding or a MoE are the likely explanations).")
 
 
+QWEN35 = ("qwen3.5-9b", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-122b-a10b", "qwen3.5-397b-a17b")
+
+
+def _qwen35_4090() -> str:
+    """A table of the Qwen3.5 family on a 24 GB card with 64 GB of host memory (llama.cpp's expert/layer offload)."""
+    rows = ["| model | verdict | GPU GiB | host GiB | decode tok/s | prefill tok/s |", "|---|---|---:|---:|---:|---:|"]
+    for m in QWEN35:
+        d = as_json(f'qfit plan --model {m} --gpu "RTX 4090" --precision gguf-q4_k_m --ram 64GB')
+        off, perf = d["offload"], d["performance"]
+        host = f"{off['host_gib']:.1f}" if off else "0"
+        if d["fits"]:
+            band = perf["error_band"]
+            speed = (f"{perf['decode_tokens_per_s']:.0f} ±{band['decode_pct']:.0f} %",
+                     f"{perf['prefill_tokens_per_s']:,.0f} ±{band['prefill_pct']:.0f} %")
+        else:
+            speed = ("-", "-")
+        verdict = d["reason"].split(", ~")[0] if off else ("fits on the GPU" if d["fits"] else d["reason"])
+        rows.append(f"| {m} | {verdict} | {d['memory']['per_gpu_gib']:.1f} | {host} | {speed[0]} | {speed[1]} |")
+    return "\n" + "\n".join(rows) + "\n"
+
+
 SIZE_EXAMPLE = ('qfit size --model llama-3.1-70b --context 8k --concurrency 32 --rps 1 --input-len 2k --output-len 512 '
                 '--min-tokens-per-s 20 --max-ttft 2s --gpus-allowed A100,H100,H200,L40S,MI300X,"RTX 4090",L4 --top 3')
 
@@ -138,7 +159,7 @@ def _would_fit() -> str:
             f"--precision bf16` → `{d['suggestion']}`).")
 
 
-PROSE = {"plan-72b": _plan_72b, "would-fit": _would_fit, "curve": _curve, "mac-q4km": _mac, "seeds": _seeds, "size-reading": _size_reading,
+PROSE = {"qwen35-4090": _qwen35_4090, "plan-72b": _plan_72b, "would-fit": _would_fit, "curve": _curve, "mac-q4km": _mac, "seeds": _seeds, "size-reading": _size_reading,
          "size-binding": _size_binding}
 
 
