@@ -78,5 +78,5 @@ def test_size_keys_hold_for_a_replica_over_several_nodes():
         allowed = tuple(TYPES[k.strip()] for k in kind.split(" or "))
         assert isinstance(_get(doc, path), allowed), (path, kind)
     c = doc["chosen"]
-    assert (c["nodes_per_replica"], c["internode"], c["layout"]) == (2, "infiniband-ndr", "2 node(s) x 2 GPU(s) (TP2 x PP2)")
+    assert (c["nodes_per_replica"], c["internode"], c["layout"]) == (2, "infiniband-ndr", "2 nodes x 2 GPUs (TP2 x PP2)")
     assert doc["search"]["internode"]["key"] == "infiniband-ndr" and doc["search"]["max_nodes_per_replica"] == 2

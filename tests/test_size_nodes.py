@@ -46,7 +46,8 @@ def test_node_layouts_table(counts, max_nodes, max_gpus, layers, want):
 def test_layout_names():
     assert (Layout(1, 8).short, Layout(2, 8).short, Layout(2, 8).text) == ("8", "(2x8)", "2 nodes x 8 GPUs, TP8xPP2")
     assert Layout(2, 8).to_dict() == {"nodes_per_replica": 2, "gpus_per_node": 8, "tensor_parallel": 8,
-                                      "pipeline_parallel": 2, "layout": "2 node(s) x 8 GPU(s) (TP8 x PP2)"}
+                                      "pipeline_parallel": 2, "layout": "2 nodes x 8 GPUs (TP8 x PP2)"}
+    assert Layout(1, 1).long == "1 node x 1 GPU (TP1)"
 
 
 # ------------------------------------------------------------------------------------- the same numbers as plan --nodes

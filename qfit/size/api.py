@@ -131,8 +131,8 @@ def _node_note(max_nodes: int, link: Internode | None, found: list[Option]) -> l
     n = sum(o.nodes > 1 for o in found)
     return [f"multi-node replicas (up to {max_nodes} nodes, {n} feasible): tensor parallel within a node, one pipeline "
             f"stage per node over {link.name} ({link.bandwidth_gbps:g} GB/s, {link.latency_us:g} us per hop assumed), "
-            "as `qfit plan --nodes`; tried only for replicas one node cannot hold and while they could cost less than "
-            "the accelerator's single-node options; speed band widened, no stage overlap credited; the network "
+            "as `qfit plan --nodes`; tried for replicas larger than one node's tensor-parallel group while they could "
+            "cost less than the accelerator's single-node options; speed band widened, no stage overlap credited; the network "
             "(adapters, switches) is not in the cost"]
 
 

@@ -41,11 +41,16 @@ class Layout:
             return f"{self.tp} GPU(s)"
         return f"{self.nodes} nodes x {self.tp} GPUs, TP{self.tp}xPP{self.nodes}"
 
+    @property
+    def long(self) -> str:
+        """'2 nodes x 8 GPUs (TP8 x PP2)', '1 node x 1 GPU (TP1)'."""
+        nodes = f"{self.nodes} node{'s' if self.nodes > 1 else ''}"
+        gpus = f"{self.tp} GPU{'s' if self.tp > 1 else ''}"
+        return f"{nodes} x {gpus} (TP{self.tp}" + (f" x PP{self.nodes})" if self.nodes > 1 else ")")
+
     def to_dict(self) -> dict:
         return {"nodes_per_replica": self.nodes, "gpus_per_node": self.tp, "tensor_parallel": self.tp,
-                "pipeline_parallel": self.nodes,
-                "layout": f"{self.nodes} node(s) x {self.tp} GPU(s) (TP{self.tp}" +
-                          (f" x PP{self.nodes})" if self.nodes > 1 else ")")}
+                "pipeline_parallel": self.nodes, "layout": self.long}
 
 
 def node_layouts(tp_counts: list[int], max_nodes: int, max_gpus: int, layers: int) -> list[Layout]:
