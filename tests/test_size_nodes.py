@@ -98,6 +98,11 @@ def test_cli_json_of_size_and_plan_agree():
     p = json.loads(q.stdout)
     assert c["memory_per_gpu_gib"] == pytest.approx(p["memory"]["per_gpu_gib"], abs=5e-4)
     assert c["decode_tokens_per_s_per_user"] == pytest.approx(p["performance"]["decode_tokens_per_s"], abs=5e-3)
+    csv = CliRunner().invoke(cli, ["size", "-m", "llama-3.1-70b", "-u", "4", "-p", "bf16", "--gpus-allowed", "a6000",
+                                   "--max-gpus-per-node", "2", "--max-nodes", "2", "--csv"])
+    header, first = (line.split(",") for line in csv.stdout.splitlines()[:2])
+    row = dict(zip(header, first))
+    assert (row["gpus"], row["gpus_per_replica"], row["nodes_per_replica"]) == ("4", "4", "2")
 
 
 # ----------------------------------------------------------------------------------- what is searched, and when

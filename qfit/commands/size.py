@@ -42,8 +42,8 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
 @click.option("--max-gpus", default="64", show_default=True, help="Total GPUs over all replicas.")
 @click.option("--max-nodes", default="4", show_default=True,
               help="Most nodes one replica may span (TP within a node, a pipeline stage per node, as `qfit plan "
-                   "--nodes`; vLLM/SGLang only). Tried for replicas one node cannot hold, while they could cost less; "
-                   "1 = single-node replicas only.")
+                   "--nodes`; vLLM/SGLang only). Tried for replicas larger than one node's TP group, while they could "
+                   "cost less than the single-node options; 1 = single-node replicas only.")
 @click.option("--internode", help="Link between the nodes of a multi-node replica (profiles/planner/internode.yaml: "
                                   "infiniband-ndr, infiniband-hdr, ethernet-100g). Default: infiniband-ndr, as plan.")
 @click.option("--prices", type=click.Path(dir_okay=False), help="YAML/CSV overriding prices: name,usd_per_hour[,list_usd].")
