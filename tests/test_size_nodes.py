@@ -186,3 +186,17 @@ def test_library_bounds_and_link():
         core_size(llama70, Workload(context=8192, batch=1), acc, (parse_recipe("bf16"),), ENGINES, max_nodes=0, **kw)
     with pytest.raises(QfitError, match="need the link between them"):
         core_size(llama70, Workload(context=8192, batch=1), acc, (parse_recipe("bf16"),), ENGINES, max_nodes=2, **kw)
+
+
+def test_internode_choice_changes_only_the_hops():
+    """--internode ethernet-100g vs the default NDR: the same replica, each decode step slower by one hop's difference,
+    by hand: 2 stages -> 1 hop of batch x hidden x 2 bytes; (30 us + B / 12.5 GB/s) - (15 us + B / 50 GB/s)."""
+    llama70 = load_model("llama-3.1-70b")
+    kw = dict(precisions=("bf16",), gpus_allowed=["rtx a6000"], max_gpus_per_node=2, max_nodes=2,
+              with_performance=False)
+    ndr = size(llama70, Workload(context=8192, batch=4), **kw).chosen
+    eth = size(llama70, Workload(context=8192, batch=4), internode="ethernet-100g", **kw).chosen
+    assert (ndr.nodes, eth.nodes, ndr.batch, eth.batch) == (2, 2, 4, 4) and eth.internode.key == "ethernet-100g"
+    b = 4 * 8192 * 2                       # batch x hidden (8,192 for Llama-3.1-70B) x bf16 activations
+    assert eth.tpot_s - ndr.tpot_s == pytest.approx((30e-6 + b / 12.5e9) - (15e-6 + b / 50e9), rel=1e-6)
+    assert eth.per_gpu_bytes == ndr.per_gpu_bytes
