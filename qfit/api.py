@@ -106,13 +106,17 @@ def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str]
 
 
 def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,
-         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None, **kw):
-    """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size)."""
+         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None,
+         max_nodes: int | None = None, internode: str | None = None, **kw):
+    """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size). Replicas may span up to
+    `max_nodes` nodes (default qfit.size.nodes.DEFAULT_MAX_NODES) over the `internode` link (default: plan's)."""
     import time
 
+    from qfit.perf.pipeline import internode as link_named
     from qfit.quality import load_quality
     from qfit.size import DEFAULT_PRECISIONS
     from qfit.size import size as run_size
+    from qfit.size.nodes import DEFAULT_MAX_NODES
 
     t0, c0 = time.perf_counter(), time.process_time()
     registry = resolve.engines()
@@ -121,8 +125,11 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     parsed = (resolve.recipe(p) for p in precisions or DEFAULT_PRECISIONS)
     recipes = tuple({r.name: r for r in parsed}.values())     # "int4,gptq-int4" is one recipe
     loaded, accs, quality = resolve.model(model), resolve.accelerators(gpus_allowed), load_quality()
+    max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
+    link = link_named(internode) if max_nodes > 1 or internode else None    # a misspelt name is an error either way
     load = {"load_wall": round(time.perf_counter() - t0, 4), "load_cpu": round(time.process_time() - c0, 4)}
-    result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality, **kw)
+    result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality,
+                      max_nodes=max_nodes, link=link if max_nodes > 1 else None, **kw)
     result.seconds = {**load, **result.seconds}
     return result
 
