@@ -156,3 +156,12 @@ def test_progress_lines_go_to_stderr_when_it_is_not_a_terminal(smollm2_dir):
         assert f"qfit profile: {stage}" in res.stderr and f"qfit profile: {stage}" not in res.stdout
     assert re.search(r"qfit profile: speed: done 4/4 in [\d.]+s", res.stderr)
     assert "note: --input-lens is now --input-len" in res.stderr
+
+
+def test_a_cpu_run_without_speed_flags_uses_the_cpu_defaults_and_says_so(smollm2_dir):
+    res = CliRunner().invoke(cli, ["profile", str(smollm2_dir), "--eval", "none", "--input-len", "16", "--device",
+                                   "cpu", "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    proto = json.loads(res.stdout)["speed"]["protocol"]
+    assert (proto["batches"], proto["output_tokens"], proto["trials"], proto["warmup"]) == ([1, 4], 32, 3, 1)
+    assert "note: speed at the CPU defaults --batch 1,4 --output-len 32 --trials 3 --warmup 1" in res.stderr

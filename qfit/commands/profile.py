@@ -65,13 +65,11 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--input-len", "input_lens", default="128,512,2048", show_default=True,
               help="Prefill prompt lengths in tokens (a comma list); decode runs after the shortest.")
 @click.option("--input-lens", "old_input_lens", hidden=True)
-@click.option("--batch", "-b", "batches", default="1,4,16", show_default=True,
-              help="Decode batch sizes (a comma list).")
-@click.option("--output-len", "output_tokens", default="128", show_default=True,
-              help="Tokens decoded per decode trial.")
+@click.option("--batch", "-b", "batches", help="Decode batch sizes (a comma list). Default 1,4,16; 1,4 on a CPU.")
+@click.option("--output-len", "output_tokens", help="Tokens decoded per decode trial. Default 128; 32 on a CPU.")
 @click.option("--output-tokens", "old_output_tokens", hidden=True)
-@click.option("--trials", default="5", show_default=True)
-@click.option("--warmup", default="2", show_default=True)
+@click.option("--trials", help="Timed runs per row. Default 5; 3 on a CPU.")
+@click.option("--warmup", help="Untimed runs before them. Default 2; 1 on a CPU.")
 @click.option("--threads", help="CPU threads for torch / llama.cpp (default: the library's).")
 @click.option("--accuracy-weights", type=click.Choice(["auto", "dequantized", "kernel"]), default="auto",
               show_default=True, help="Quality metrics of a GPTQ model on its weights dequantized once to float "
@@ -105,6 +103,8 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     if plot and not out:
         raise QfitError("--plot writes PNG files: pass --out DIR too")
     require(backend_name(backend))  # a missing engine fails before anything is loaded
+    batches, output_tokens, trials, warmup = _speed_settings(device, backend_name(backend), no_speed, notes,
+                                                             batches, output_tokens, trials, warmup)
     opts = ProfileOptions(
         model=model, baseline=baseline, device=device, backend=backend_name(backend), dtype=dtype,
         evals=parse_evals(evals or ("ppl,kl,piqa,mmlu" if baseline else "ppl,piqa,mmlu"), baseline is not None), text=text,
@@ -140,6 +140,18 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     else:
         from qfit.tables import console
         render_rich(result, console(wide=wide), wide=wide)
+
+
+def _speed_settings(device: str, backend: str, no_speed: bool, notes: list[str], *given):
+    """--batch, --output-len, --trials, --warmup as given, else the device's defaults (qfit.profile.defaults)."""
+    from qfit.profile.defaults import FLAGS, device_kind, fill
+    values = dict(zip(FLAGS, given))
+    if no_speed or all(v is not None for v in values.values()):
+        return tuple(v if v is not None else "1" for v in values.values())
+    filled, note = fill(values, device_kind(device, backend))
+    if note:
+        notes.append(note)
+    return tuple(filled[k] for k in FLAGS)
 
 
 def _run_captured(opts):
