@@ -1,0 +1,97 @@
+"""Sensitivity of each quantizable module to each width, from one float forward pass over the calibration windows.
+
+For a linear y = W x the output error of replacing W by Q is E[||(W - Q) x||^2] = tr((W - Q) H (W - Q)^T) / n with
+H = sum of x x^T over the n calibration tokens (the proxy GPTQ minimises, Frantar et al. 2022, arXiv:2210.17323,
+eq. 1; the same second-order view as OBS/HAWQ and llama.cpp's importance matrix, which keeps diag(H)). Hooks collect
+H for every linear's input in one pass; Q is the round-to-nearest grid at the checkpoint's group size (the grid GPTQ
+starts from, so the error is an upper bound on GPTQ's and ranks widths and modules alike). Costs are summed over
+layers per module key (the allocation is per module key: a Recipe's patterns match every layer alike).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from qfit.precision import GPTQ_BITS
+
+
+@dataclass
+class Sensitivity:
+    costs: dict[str, dict[int, float]]                 # module key -> width -> summed error (per token)
+    per_module: dict[str, dict[int, float]]            # full module name -> width -> error (per token)
+    tokens: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": "tr((W-Q) H (W-Q)^T) / tokens, Q = round-to-nearest at the group size, H = X^T X from "
+                          "one float pass over the calibration windows",
+                "tokens": self.tokens, "seconds": self.seconds,
+                "by_key": {k: {str(b): v for b, v in c.items()} for k, c in self.costs.items()}}
+
+
+def hessian_error(weight, hessian, bits: int, group_size: int) -> float:
+    """tr((W - Q) H (W - Q)^T) with Q the symmetric RTN grid of qfit.quantize.pack (what an RTN checkpoint stores)."""
+    from qfit.quantize.pack import rtn_quantize
+
+    q, scales, zeros, _ = rtn_quantize(weight, bits, group_size, sym=True)
+    out_f, in_f = weight.shape
+    gs = in_f if group_size == -1 else group_size
+    deq = (q.t().float() - zeros.t().float().repeat_interleave(gs, dim=1)) * \
+        scales.t().float().repeat_interleave(gs, dim=1)
+    e = weight.float() - deq
+    return float(((e @ hessian.float()) * e).sum())
+
+
+def collect_hessians(model, names: Sequence[str], windows: Sequence[Sequence[int]]) -> tuple[dict, int]:
+    """{linear name: X^T X (fp32, [in, in])} over every calibration token, in one forward pass per window."""
+    import torch
+
+    modules = dict(model.named_modules())
+    hess = {n: torch.zeros(modules[n].in_features, modules[n].in_features, dtype=torch.float64) for n in names}
+
+    def hook(name):
+        def fn(_mod, inputs, _out):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
+            hess[name].add_(x.t() @ x)
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for w in windows:
+                model(torch.tensor([list(w)], dtype=torch.long))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: h.float() for n, h in hess.items()}, sum(len(w) for w in windows)
+
+
+def measure(model_dir: Path, names: Sequence[str], windows, group_size: int, widths: Sequence[int] = GPTQ_BITS,
+            trust_remote_code: bool = False) -> Sensitivity:
+    """Errors of every named linear at every width (names as in the checkpoint, without '.weight')."""
+    import torch
+
+    from qfit.loading import load_causal_lm
+    from qfit.model.tensors import module_key
+
+    t0 = time.perf_counter()
+    model = load_causal_lm(model_dir, dtype="float32", trust_remote_code=trust_remote_code)
+    t1 = time.perf_counter()
+    hess, tokens = collect_hessians(model, names, windows)
+    t2 = time.perf_counter()
+    modules = dict(model.named_modules())
+    per_module: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        for n in names:
+            w = modules[n].weight.detach().float()
+            per_module[n] = {b: hessian_error(w, hess[n], b, group_size) / tokens for b in widths}
+    costs: dict[str, dict[int, float]] = {}
+    for n, errs in per_module.items():
+        key = costs.setdefault(module_key(n), {})
+        for b, e in errs.items():
+            key[b] = key.get(b, 0.0) + e
+    seconds = {"load": round(t1 - t0, 2), "forward": round(t2 - t1, 2), "errors": round(time.perf_counter() - t2, 2)}
+    return Sensitivity(costs, per_module, tokens, seconds)
