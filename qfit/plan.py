@@ -17,6 +17,7 @@ from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
 from qfit.precision import Recipe, WeightBytes, parse_recipe
+from qfit.quantize.mixed.budget import mixed_suggestion
 from qfit.workload import Workload
 
 DEFAULT_CONTEXT = 8192
@@ -188,6 +189,10 @@ def suggest_alternative(dep: Deployment, w: Workload, kv_dtype: str | None) -> s
     lower = next((p for p in ladder[start:] if _fits_with(dep, w, kv_dtype, recipe=parse_recipe(p))), None)
     if lower:
         options.append(f"{dep.gpus} x {acc.name} at {lower}")
+    if lower in (None, "gptq-int3", "gptq-int2") and name in GPU_LADDER[:GPU_LADDER.index("gptq-int3")]:
+        mixed = mixed_suggestion(dep, w)       # between uniform 4-bit (does not fit) and all 2-bit (fits)
+        if mixed:
+            options.append(f"{dep.gpus} x {acc.name} at {mixed}")
     if not options:
         return f"nothing up to {MAX_GPUS} x {acc.name} or down to {ladder[-1]} fits {w.context:,} tokens x {w.batch}"
     return "would fit: " + "; or ".join(options)

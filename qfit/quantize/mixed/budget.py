@@ -68,6 +68,34 @@ def auto_group_size(groups) -> int:
     return next((g for g in AUTO_GROUPS if all(w % g == 0 for w in widths)), -1)
 
 
+def weight_room(dep, w) -> tuple[int, float]:
+    """(most weight bytes the deployment holds at the workload, per-GPU bytes of everything else). Per-GPU memory is
+    (weights + activations + overhead) / gpus + KV per GPU (qfit.memory.MemoryBreakdown): linear in the weights."""
+    mem = dep.memory(w.context, w.batch, w.prompt)
+    other = mem.per_gpu - mem.weights / dep.gpus
+    return math.floor((dep.budget - other) * dep.gpus), other
+
+
+def mixed_suggestion(dep, w) -> str | None:
+    """For `qfit plan`: when uniform GPTQ 4-bit does not fit but every module at 2 bits would, the bits per weight
+    (quantized linears, scales included) a mixed allocation can spend, and the command that writes it. None else."""
+    from qfit.precision import gptq_recipe, weight_bytes
+
+    if dep.tp_problem or dep.recipe.family == "gguf":
+        return None
+    groups = tensor_groups(dep.model.spec)
+    gs = auto_group_size(groups)
+    room, _ = weight_room(dep, w)
+    units, fixed = build_units(groups, gs)
+    if not smallest(units, fixed) <= room < weight_bytes(groups, gptq_recipe(4, gs)).total:
+        return None
+    params = sum(g.params for g in groups if g.role in LINEAR_ROLES)
+    bpw = math.floor((room - fixed) * 8 / params * 10) / 10      # rounded down: the budget is a ceiling
+    flags = f"--fit {dep.acc.key}" + (f" --gpus {dep.gpus}" if dep.gpus > 1 else "") + \
+        f" --context {w.context} --batch {w.batch} --engine {dep.engine.name}"
+    return f"mixed GPTQ up to {bpw:.1f} bits/weight: qfit quantize MODEL OUT {flags}"
+
+
 def fit_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
     """Most weight bytes that still fit the deployment: per-GPU memory is (weights + activations + overhead) / gpus
     + KV per GPU (qfit.memory.MemoryBreakdown), linear in the weights, so the room left by everything else at the
@@ -83,9 +111,7 @@ def fit_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
     dep = Deployment.build(loaded, acc, target.gpus, recipe, engine)
     if dep.tp_problem:
         raise QfitError(f"--fit: {dep.tp_problem}")
-    mem = dep.memory(w.context, w.batch, w.prompt)
-    other = mem.per_gpu - mem.weights / target.gpus
-    room = math.floor((dep.budget - other) * target.gpus)
+    room, other = weight_room(dep, w)
     return room, {"accelerator": acc.name, "gpus": target.gpus, "engine": engine.name, "context": w.context,
                   "batch": w.batch, "budget_per_gpu_bytes": dep.budget, "other_per_gpu_bytes": other}
 
