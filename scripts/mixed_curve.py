@@ -51,7 +51,7 @@ def perplexity(model, windows) -> float:
     return math.exp(nll / count)
 
 
-def run_point(kind: str, method: str, arg, model: str, out: Path, windows) -> dict:
+def run_point(kind: str, method: str, arg, model: str, out: Path, windows, sens) -> dict:
     from qfit.quantize.dequant import load_dequantized
     from qfit.quantize.inspect import inspect_checkpoint
     from qfit.quantize.job import QuantizeJob
@@ -65,7 +65,8 @@ def run_point(kind: str, method: str, arg, model: str, out: Path, windows) -> di
         report = quantize(model, out, QuantizeJob.from_flags(bits=arg, group_size=None, method=method), force=True)
     else:
         job = QuantizeJob.from_flags(group_size=None, method=method)
-        report, alloc = quantize_mixed(model, out, job, Target.from_flags(target_size=str(arg)), force=True)
+        report, alloc = quantize_mixed(model, out, job, Target.from_flags(target_size=f"{arg}B"), force=True,
+                                       sensitivity=sens)
         extra = {"allocation": {u["unit"]: u["bits"] for u in alloc["units"]}, "budget_bytes": int(arg),
                  "sensitivity_seconds": alloc["sensitivity"]["seconds"]}
     wall = time.perf_counter() - t
@@ -76,6 +77,22 @@ def run_point(kind: str, method: str, arg, model: str, out: Path, windows) -> di
             "weight_bytes": checked.tensor_bytes, "planner_bytes": report.planner_prediction["weight_bytes"],
             "bits_per_weight": report.bits_per_weight, "perplexity": ppl, "quantize_wall_s": round(wall, 1),
             "quantize_cpu_s": report.cpu_seconds, **extra}
+
+
+def sensitivity(model: str, points: dict, work: Path):
+    """One sensitivity pass for every mixed point (qfit quantize measures it per run; the result is the same for
+    the same model, calibration and group size). Its time is recorded for the cost comparison with GPTQ."""
+    from qfit.quantize.job import QuantizeJob
+    from qfit.quantize.mixed.run import _measure
+
+    job = QuantizeJob.from_flags(group_size=64).for_device("cpu")
+    t, cpu = time.perf_counter(), time.process_time()
+    sens = _measure(model, job, 64, print, False)
+    points["sensitivity_pass"] = {"kind": "pass", "weight_bytes": None, "wall_s": round(time.perf_counter() - t, 1),
+                                  "cpu_s": round(time.process_time() - cpu, 1), "seconds": sens.seconds,
+                                  "tokens": sens.tokens}
+    print(json.dumps(points["sensitivity_pass"]), flush=True)
+    return sens
 
 
 def main() -> None:
@@ -102,16 +119,18 @@ def main() -> None:
     sizes = {b: weight_bytes(groups, gptq_recipe(b, 64)).total for b in WIDTHS}
     mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
     mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
-    plan = [("uniform", m, b) for m in args.methods.split(",") for b in (3, 4)]
-    plan += [("mixed", m, mids[1]) for m in args.methods.split(",")]
-    plan += [("uniform", m, b) for m in args.methods.split(",") for b in (2, 8)]
-    plan += [("mixed", m, x) for m in args.methods.split(",") for x in (mids[0], mids[3], mids[2])]
+    # cheap RTN points first, then GPTQ in the order that completes comparisons soonest
+    plan = [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
+    plan += [("uniform", "gptq", 3), ("uniform", "gptq", 4), ("mixed", "gptq", mids[1]), ("uniform", "gptq", 2),
+             ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]), ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
+    plan = [p for p in plan if p[1] in args.methods.split(",")]
+    sens = sensitivity(model, points, args.work)
     for kind, method, arg in plan:
         key = f"{kind}-{method}-{arg}"
         if key in points:
             continue
         print(f"== {key}", flush=True)
-        points[key] = run_point(kind, method, arg, model, args.work / key, windows)
+        points[key] = run_point(kind, method, arg, model, args.work / key, windows, sens)
         print(json.dumps(points[key]), flush=True)
         cache.write_text(json.dumps(points, indent=1))
     write_results(points, args)
@@ -137,6 +156,7 @@ def write_results(points: dict, args) -> None:
                                               "checks": checks(rows)})
     lines = ["| checkpoint | weight MB | bits/weight (linears) | perplexity | allocation |", "|---|---:|---:|---:|---|"]
     base = points["float"]["perplexity"]
+    rows = [p for p in rows if p["kind"] != "pass"]
     lines.append(f"| float32 | | 32 | {base:.3f} | |")
     for p in rows:
         alloc = " ".join(f"{k}={v}" for k, v in (p.get("allocation") or {}).items())

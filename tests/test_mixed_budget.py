@@ -29,8 +29,8 @@ def smol(smollm2_gguf):
 @pytest.mark.parametrize("flags,error", [
     (dict(target_size="90MB", target_bpw="3.6"), "--target-size and --target-bpw: give one budget"),
     (dict(target_size="90MB", fit="A100"), "give one budget"),
-    (dict(context="32k"), "--context describe the deployment of --fit GPU; add --fit"),
-    (dict(target_bpw="4", batch=4), "--batch apply to --fit GPU only"),
+    (dict(context="32k"), "--context: deployment flags of --fit GPU; add --fit"),
+    (dict(target_bpw="4", batch=4), "--batch: deployment flags of --fit GPU, not of --target-bpw"),
     (dict(target_size="lots"), "cannot read size 'lots'"),
     (dict(target_size="-5GB"), "size"),
     (dict(target_bpw="0"), "--target-bpw"),

@@ -106,8 +106,7 @@ def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", f
     """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
     invoked with each finished layer index (the CLI draws a bar or plain lines with it); `notify(line)` receives the
     few lines meant for the terminal (time estimate, small-calibration warning, phases). Library output goes to
-    OUT/qfit-quantize.log (qfit.quantize.terminal). `extra_json` ({file name: data}) is written beside the
-    checkpoint before it is published (a mixed-precision run's qfit-allocation.json)."""
+    OUT/qfit-quantize.log (qfit.quantize.terminal). `extra_json` {file name: data} is published with it."""
     from qfit.quantize.source import source_layout
     from qfit.quantize.terminal import LOG_NAME, capture_output, log_tail
 

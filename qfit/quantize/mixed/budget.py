@@ -44,10 +44,10 @@ class Target:
             raise QfitError(f"{' and '.join(given)}: give one budget")
         if not given:
             if deploy:
-                raise QfitError(f"{', '.join(deploy)} describe the deployment of --fit GPU; add --fit")
+                raise QfitError(f"{', '.join(deploy)}: deployment flags of --fit GPU; add --fit")
             return None
         if deploy and not fit:
-            raise QfitError(f"{', '.join(deploy)} apply to --fit GPU only, not {given[0]}")
+            raise QfitError(f"{', '.join(deploy)}: deployment flags of --fit GPU, not of {given[0]}")
         if not 1 <= gpus <= 64 or not 1 <= batch <= 65536:
             raise QfitError("--gpus must be between 1 and 64 and --batch between 1 and 65,536")
         bpw = None if target_bpw is None else parse_float(str(target_bpw), "--target-bpw", maximum=16)

@@ -52,15 +52,31 @@ def _windows(job: QuantizeJob, model_dir: Path, trust_remote_code: bool):
                              job.nsamples, job.seqlen)[1]
 
 
-def quantize_mixed(model: str, out: Path, job: QuantizeJob, target: Target, *, device: str = "auto",
-                   force: bool = False, progress=None, notify=None, trust_remote_code: bool = False):
-    """Allocate widths for `target` and write the checkpoint; returns (QuantizeReport, allocation dict)."""
+def _measure(model: str, job: QuantizeJob, group_size: int, say, trust_remote_code: bool):
     from qfit.loading import resolve_model_dir
+    from qfit.model.sources import load_model
+    from qfit.quantize.job import read_layout
+    from qfit.quantize.mixed.sensitivity import measure
+
+    say(f"measuring per-module sensitivity ({job.nsamples} x {job.seqlen} calibration tokens, one float pass)")
+    model_dir = resolve_model_dir(model)
+    layout = read_layout(model_dir, load_model(str(model_dir)).spec)
+    t0 = time.perf_counter()
+    sens = measure(model_dir, list(layout.linears), _windows(job, model_dir, trust_remote_code), group_size,
+                   trust_remote_code=trust_remote_code)
+    sens.seconds["total"] = round(time.perf_counter() - t0, 2)
+    return sens
+
+
+def quantize_mixed(model: str, out: Path, job: QuantizeJob, target: Target, *, device: str = "auto",
+                   force: bool = False, progress=None, notify=None, trust_remote_code: bool = False,
+                   sensitivity=None):
+    """Allocate widths for `target` and write the checkpoint; returns (QuantizeReport, allocation dict).
+    `sensitivity`: a Sensitivity measured before for this model, calibration and group size (one pass serves
+    several budgets); measured here when None."""
     from qfit.model.params import tensor_groups
     from qfit.model.sources import load_model
     from qfit.precision import weight_bytes
-    from qfit.quantize.job import read_layout
-    from qfit.quantize.mixed.sensitivity import measure
     from qfit.quantize.run import _destination, pick_device
     from qfit.quantize.run import quantize as write
 
@@ -75,13 +91,7 @@ def quantize_mixed(model: str, out: Path, job: QuantizeJob, target: Target, *, d
     group_size = auto_group_size(groups) if job.group_choice == "auto" else job.recipe.group_size
     budget_bytes(source, target, group_size)               # a bad budget fails before any model is loaded
     job = replace(job.for_device(pick_device(device, job.method)), group_choice="given")
-    say(f"measuring per-module sensitivity ({job.nsamples} x {job.seqlen} calibration tokens, one float pass)")
-    model_dir = resolve_model_dir(model)
-    layout = read_layout(model_dir, load_model(str(model_dir)).spec)
-    t0 = time.perf_counter()
-    sens = measure(model_dir, list(layout.linears), _windows(job, model_dir, trust_remote_code), group_size,
-                   trust_remote_code=trust_remote_code)
-    sens.seconds["total"] = round(time.perf_counter() - t0, 2)
+    sens = sensitivity or _measure(model, job, group_size, say, trust_remote_code)
     units, alloc, derived = plan_allocation(source, target, group_size, sens.costs)
     recipe = to_recipe(units, alloc, group_size)
     planned = weight_bytes(groups, recipe).total
