@@ -84,7 +84,13 @@ def sensitivity(model: str, points: dict, work: Path):
     the same model, calibration and group size). Its time is recorded for the cost comparison with GPTQ."""
     from qfit.quantize.job import QuantizeJob
     from qfit.quantize.mixed.run import _measure
+    from qfit.quantize.mixed.sensitivity import Sensitivity
 
+    saved = work / "sensitivity.json"
+    if saved.exists():
+        d = json.loads(saved.read_text())
+        return Sensitivity({k: {int(b): v for b, v in c.items()} for k, c in d["costs"].items()}, {}, d["tokens"],
+                           d["seconds"])
     job = QuantizeJob.from_flags(group_size=64).for_device("cpu")
     t, cpu = time.perf_counter(), time.process_time()
     sens = _measure(model, job, 64, print, False)
@@ -92,6 +98,7 @@ def sensitivity(model: str, points: dict, work: Path):
                                   "cpu_s": round(time.process_time() - cpu, 1), "seconds": sens.seconds,
                                   "tokens": sens.tokens}
     print(json.dumps(points["sensitivity_pass"]), flush=True)
+    saved.write_text(json.dumps({"costs": sens.costs, "tokens": sens.tokens, "seconds": sens.seconds}))
     return sens
 
 
@@ -100,6 +107,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qfit-mixed-curve"))
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--methods", default="rtn,gptq")
+    ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
     args = ap.parse_args()
     from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
     from qfit.model.params import tensor_groups
@@ -120,11 +128,15 @@ def main() -> None:
     mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
     mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
     # cheap RTN points first, then GPTQ in the order that completes comparisons soonest
-    plan = [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
-    plan += [("uniform", "gptq", 3), ("uniform", "gptq", 4), ("mixed", "gptq", mids[1]), ("uniform", "gptq", 2),
-             ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]), ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
+    # the GPTQ comparison between 3 and 4 bits first (the slowest points), then RTN, then the rest
+    plan = [("uniform", "gptq", 3), ("uniform", "gptq", 4), ("mixed", "gptq", mids[1])]
+    plan += [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
+    plan += [("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]), ("uniform", "gptq", 8),
+             ("mixed", "gptq", mids[3])]
     plan = [p for p in plan if p[1] in args.methods.split(",")]
-    sens = sensitivity(model, points, args.work)
+    if args.report_only:
+        plan = []
+    sens = sensitivity(model, points, args.work) if plan else None
     for kind, method, arg in plan:
         key = f"{kind}-{method}-{arg}"
         if key in points:

@@ -52,17 +52,25 @@ def collect_hessians(model, names: Sequence[str], windows: Sequence[Sequence[int
     modules = dict(model.named_modules())
     hess = {n: torch.zeros(modules[n].in_features, modules[n].in_features, dtype=torch.float64) for n in names}
 
+    seen: dict = {}        # q/k/v (and gate/up) see the same input tensor: one product per tensor per window
+
     def hook(name):
         def fn(_mod, inputs, _out):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
-            hess[name].add_(x.t() @ x)
+            x = inputs[0].detach()
+            key = (x.data_ptr(), tuple(x.shape))
+            if key not in seen:
+                flat = x.reshape(-1, x.shape[-1]).float()
+                seen[key] = (flat.t() @ flat).double()     # fp32 product per window, fp64 running sum
+            hess[name].add_(seen[key])
         return fn
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
             for w in windows:
+                seen.clear()
                 model(torch.tensor([list(w)], dtype=torch.long))
+            seen.clear()
     finally:
         for h in handles:
             h.remove()
