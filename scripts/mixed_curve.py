@@ -128,11 +128,12 @@ def main() -> None:
     mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
     mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
     # cheap RTN points first, then GPTQ in the order that completes comparisons soonest
-    # the GPTQ comparison between 3 and 4 bits first (the slowest points), then RTN, then the rest
-    plan = [("uniform", "gptq", 3), ("uniform", "gptq", 4), ("mixed", "gptq", mids[1])]
+    # the GPTQ comparison between 3 and 4 bits first (mixed vs the uniform 3-bit that fits its budget; the slowest
+    # points), then RTN, then the rest of the GPTQ curve
+    plan = [("uniform", "gptq", 3), ("mixed", "gptq", mids[1])]
     plan += [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
-    plan += [("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]), ("uniform", "gptq", 8),
-             ("mixed", "gptq", mids[3])]
+    plan += [("uniform", "gptq", 4), ("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]),
+             ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
     plan = [p for p in plan if p[1] in args.methods.split(",")]
     if args.report_only:
         plan = []

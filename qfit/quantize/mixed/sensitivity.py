@@ -1,10 +1,14 @@
-"""Sensitivity of each quantizable module to each width, from one float forward pass over the calibration windows.
+"""Sensitivity of each quantizable module to each width, from one float forward+backward pass over the calibration
+windows.
 
-For a linear y = W x the output error of replacing W by Q is E[||(W - Q) x||^2] = tr((W - Q) H (W - Q)^T) / n with
-H = sum of x x^T over the n calibration tokens (the proxy GPTQ minimises, Frantar et al. 2022, arXiv:2210.17323,
-eq. 1; the same second-order view as OBS/HAWQ and llama.cpp's importance matrix, which keeps diag(H)). Hooks collect
-H for every linear's input in one pass; Q is the round-to-nearest grid at the checkpoint's group size (the grid GPTQ
-starts from, so the error is an upper bound on GPTQ's and ranks widths and modules alike). Costs are summed over
+For a linear y = W x, replacing W by Q changes output channel j by (E x)_j, E = W - Q; summed over the n calibration
+tokens that is (E H E^T)_jj with H = sum of x x^T (the proxy GPTQ minimises, Frantar et al. 2022, arXiv:2210.17323,
+eq. 1). To compare modules of different kinds, each channel's error is weighted by how much the loss responds to it:
+F_j = mean over tokens of (d loss / d y_j)^2, the diagonal empirical Fisher of the module's output, so
+0.5 sum_j F_j (E H E^T)_jj / n is a second-order estimate of the loss increase in nats per token (the Fisher/Hessian
+sensitivity of HAWQ, arXiv:1905.03696, and SqueezeLLM, arXiv:2306.07629; llama.cpp's importance matrix keeps diag(H)).
+Hooks collect H and F for every linear in the one pass; Q is the round-to-nearest grid at the checkpoint's group size
+(the grid GPTQ starts from: an upper bound on GPTQ's error that ranks widths and modules alike). Costs are summed over
 layers per module key (the allocation is per module key: a Recipe's patterns match every layer alike).
 """
 
