@@ -114,7 +114,7 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
 
     With --target-size, --target-bpw or --fit, widths are chosen per module (fused q/k/v and gate/up kept uniform) to
     minimise the summed Hessian-weighted error measured in one float pass over the calibration data, under the byte
-    budget; the allocation is written to OUT/qfit-allocation.json."""
+    budget (--bits is then not used); the allocation is written to OUT/qfit-allocation.json."""
     from rich.console import Console
 
     from qfit.quantize.job import QuantizeJob, parse_override
