@@ -20,6 +20,7 @@ from qfit.offload import HostMemory, Offload, apply_speed, plan_offload
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
 from qfit.perf.pipeline import Internode, pipeline_adjust
 from qfit.precision import Recipe, WeightBytes, parse_recipe
+from qfit.quantize.mixed.budget import mixed_suggestion
 from qfit.speculative import Speculation
 from qfit.workload import Workload
 
@@ -303,6 +304,10 @@ def suggest_alternative(dep: Deployment, w: Workload, kv_dtype: str | None) -> s
     lower = next((p for p in ladder[start:] if _fits_with(dep, w, kv_dtype, recipe=parse_recipe(p))), None)
     if lower:
         options.append(f"{dep.gpus} x {acc.name} at {lower}")
+    if lower in (None, "gptq-int3", "gptq-int2") and name in GPU_LADDER[:GPU_LADDER.index("gptq-int3")]:
+        mixed = mixed_suggestion(dep, w)       # between uniform 4-bit (does not fit) and all 2-bit (fits)
+        if mixed:
+            options.append(f"{dep.gpus} x {acc.name} at {mixed}")
     if not options:
         return f"nothing up to {MAX_GPUS} x {acc.name} or down to {ladder[-1]} fits {w.context:,} tokens x {w.batch}"
     return "would fit: " + "; or ".join(options)
