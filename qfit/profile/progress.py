@@ -37,14 +37,15 @@ def line_progress(write: Callable[[str], None], clock: Callable[[], float] = tim
     @contextlib.contextmanager
     def progress(description: str, total: int):
         start = clock()
-        state = {"done": 0, "last": start}
+        state = {"done": 0, "last": start, "seen": 0}   # seen: steps done at the last line written
         lock, stop = threading.Lock(), threading.Event()
         write(f"qfit profile: {description}: started ({total} step{'s' if total != 1 else ''})")
 
-        def line(now: float, running: bool) -> None:
-            state["last"] = now
+        def line(now: float, heartbeat: bool) -> None:
+            stuck = heartbeat and state["done"] == state["seen"]   # no step ended since the last line
+            state["last"], state["seen"] = now, state["done"]
             text = progress_line(description, state["done"], total, now - start)
-            write(text + (f"; step {state['done'] + 1} still running" if running else ""))
+            write(text + (f"; step {state['done'] + 1} still running" if stuck else ""))
 
         def tick() -> None:
             with lock:
