@@ -246,6 +246,7 @@ def test_without_batch_the_engine_keeps_its_own_concurrency_limit(engine, flag):
     doc = json.loads(run(*base).stdout)
     cmd = doc["launch"]["commands"][0]["argv"]
     assert flag not in cmd and "--max-mamba-cache-size" not in cmd
+    assert doc["launch"]["max_sequences"] is None
     assert any(f"{flag} left at {engine}'s own limit" in n and f"{doc['kv_cache']['max_concurrency']:g} requests" in n
                for n in doc["launch"]["notes"])
     capped = json.loads(run(*base, "--batch", "1").stdout)["launch"]["commands"][0]["argv"]

@@ -37,7 +37,7 @@ class LaunchPlan:
     table: FlagTable
     commands: tuple[NodeCommand, ...]
     max_model_len: int
-    max_sequences: int
+    max_sequences: int | None       # None: left at the engine's own limit (no --batch given)
     environment: dict = field(default_factory=dict)
     placeholders: dict = field(default_factory=dict)       # NAME -> what the user puts there
     defaults_left_out: tuple[str, ...] = ()

@@ -98,8 +98,8 @@ def tensor_parallel(plan: Plan, table: FlagTable, expert_parallel: bool | None, 
     commands, placeholders, more = _nodes(plan, table, head + a.argv)
     if ref.placeholder:
         placeholders = {ref.placeholder[0]: ref.placeholder[1], **placeholders}
-    return LaunchPlan(plan, table, commands, plan.context, plan.batch, env, placeholders, tuple(a.defaults),
-                      tuple(notes + more))
+    return LaunchPlan(plan, table, commands, plan.context, plan.batch if cap else None, env, placeholders,
+                      tuple(a.defaults), tuple(notes + more))
 
 
 def _nodes(plan: Plan, table: FlagTable, base: list[str]):
