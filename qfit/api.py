@@ -36,16 +36,52 @@ def _workload(loaded: LoadedModel, context: int | None, batch: int, input_len: i
 def plans(model: str | LoadedModel, *, gpu: str | Accelerator, batches: list[int], precision: str | None = None,
           engine: str | None = None, context: int | None = None, gpus: int = 1, kv_dtype: str | None = None,
           group_size: int | None = None, input_len: int | None = None, output_len: int | None = None,
-          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None) -> list[Plan]:
-    """One configuration at each batch size (a single plan for one batch; a curve for several)."""
+          with_performance: bool = True, suggest: bool = True, engines: EngineRegistry | None = None,
+          nodes: int = 1, internode: str | None = None, ram: str | None = None, ram_bandwidth: str | None = None,
+          cpu: str | None = None, text_only: bool = False, spec: str | None = None,
+          spec_acceptance: str | None = None) -> list[Plan]:
+    """One configuration at each batch size (a single plan for one batch; a curve for several). `nodes` > 1: the
+    `gpus` split over that many machines (TP within one, a pipeline stage each) joined by the `internode` link.
+    `ram` (with `ram_bandwidth` or a `cpu` platform name): host memory as a second tier when the GPUs alone do not
+    hold it."""
+    from qfit.launch.layout import check_layout
+    from qfit.perf.pipeline import internode as link_named
+
+    host = _host(ram, ram_bandwidth, cpu)
+    speculation = _spec(spec, spec_acceptance)
     loaded, acc = resolve.model(model), resolve.accelerator(gpu)
     recipe = resolve.recipe(precision, loaded, group_size)
     registry = engines or resolve.engines()
     eng = registry.choose(engine, recipe, acc, kv_dtype)
-    weights = weights_for(loaded, recipe)      # once for every batch of the curve
+    if gpus % nodes:
+        raise QfitError(f"{gpus} GPUs do not split over {nodes} nodes")
+    check_layout(loaded.spec, acc, eng, gpus, nodes)
+    link = link_named(internode) if nodes > 1 else None
+    weights = weights_for(loaded, recipe, text_only)      # once for every batch of the curve
     return [make_plan(loaded, acc, recipe, eng, _workload(loaded, context, b, input_len, output_len), gpus=gpus,
-                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest)
+                      kv_dtype=kv_dtype, weights=weights, with_performance=with_performance, suggest=suggest,
+                      pp=nodes, link=link, host=host, spec=speculation)
             for b in batches]
+
+
+def _spec(spec: str | None, acceptance: str | None):
+    if spec is None:
+        if acceptance is not None:
+            raise QfitError("--spec-acceptance goes with --spec mtp[:n]")
+        return None
+    from qfit.speculative import speculation
+
+    return speculation(spec, acceptance)
+
+
+def _host(ram: str | None, ram_bandwidth: str | None, cpu: str | None):
+    if ram is None:
+        if ram_bandwidth is not None or cpu is not None:
+            raise QfitError("--ram-bandwidth and --cpu describe host memory: give --ram too (e.g. --ram 64GB)")
+        return None
+    from qfit.offload import host_memory
+
+    return host_memory(ram, ram_bandwidth, cpu)
 
 
 def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **kw) -> Plan:
@@ -56,7 +92,7 @@ def plan(model: str | LoadedModel, *, gpu: str | Accelerator, batch: int = 1, **
 def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str], *, engine: str | None = None,
            context: int | None = None, batch: int = 1, gpus: int = 1, kv_dtype: str | None = None,
            group_size: int | None = None, input_len: int | None = None,
-           output_len: int | None = None) -> list[Plan]:
+           output_len: int | None = None, text_only: bool = False) -> list[Plan]:
     """Every precision x accelerator (the engine chosen per cell unless named; --group-size applies to GPTQ/AWQ rows)."""
     loaded = resolve.model(model)
     accs = [resolve.accelerator(g) for g in gpus_list]
@@ -65,17 +101,22 @@ def matrix(model: str | LoadedModel, gpus_list: list[str], precisions: list[str]
     if engine:
         registry.get(engine)          # an unknown engine name is an error, not an empty matrix
     workload = _workload(loaded, context, batch, input_len, output_len)
-    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype)
+    return plan_matrix(loaded, accs, recipes, registry, workload, engine=engine, gpus=gpus, kv_dtype=kv_dtype,
+                       text_only=text_only)
 
 
 def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str] | None = None,
-         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None, **kw):
-    """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size)."""
+         precisions: tuple[str, ...] | None = None, engines: tuple[str, ...] | None = None,
+         max_nodes: int | None = None, internode: str | None = None, **kw):
+    """qfit size: the cheapest hardware that serves `workload` (keywords as qfit.size.size). Replicas may span up to
+    `max_nodes` nodes (default qfit.size.nodes.DEFAULT_MAX_NODES) over the `internode` link (default: plan's)."""
     import time
 
+    from qfit.perf.pipeline import internode as link_named
     from qfit.quality import load_quality
     from qfit.size import DEFAULT_PRECISIONS
     from qfit.size import size as run_size
+    from qfit.size.nodes import DEFAULT_MAX_NODES
 
     t0, c0 = time.perf_counter(), time.process_time()
     registry = resolve.engines()
@@ -84,8 +125,11 @@ def size(model: str | LoadedModel, workload: Workload, *, gpus_allowed: list[str
     parsed = (resolve.recipe(p) for p in precisions or DEFAULT_PRECISIONS)
     recipes = tuple({r.name: r for r in parsed}.values())     # "int4,gptq-int4" is one recipe
     loaded, accs, quality = resolve.model(model), resolve.accelerators(gpus_allowed), load_quality()
+    max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
+    link = link_named(internode) if max_nodes > 1 or internode else None    # a misspelt name is an error either way
     load = {"load_wall": round(time.perf_counter() - t0, 4), "load_cpu": round(time.process_time() - c0, 4)}
-    result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality, **kw)
+    result = run_size(loaded, workload, accs, recipes, registry, engine_names=engines, quality=quality,
+                      max_nodes=max_nodes, link=link if max_nodes > 1 else None, **kw)
     result.seconds = {**load, **result.seconds}
     return result
 

@@ -8,9 +8,10 @@ x tokens x batch, plus a per-sequence recurrent state), so one sequence's is com
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qfit.engines import EngineProfile
+from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.memory import (
     GIB,
@@ -31,17 +32,27 @@ MAX_BATCH_SEARCH = 65536
 @dataclass(frozen=True)
 class Weights:
     """A model's weights in one recipe: the recipe's bytes, and what memory counts (the checkpoint's own header bytes
-    when the checkpoint already is in that format)."""
+    when the checkpoint already is in that format). `vision_left_out`: bytes of a vision tower not counted (GGUF keeps
+    it in a separate mmproj file; `--text-only` for the other formats)."""
 
     recipe: WeightBytes
     total: float
     exact: bool
+    vision_left_out: float = 0.0
 
 
-def weights_for(model: LoadedModel, recipe: Recipe) -> Weights:
-    wb = weight_bytes(tensor_groups(model.spec), recipe)
+def weights_for(model: LoadedModel, recipe: Recipe, text_only: bool = False) -> Weights:
+    groups = tensor_groups(model.spec)
+    wb = weight_bytes(groups, recipe)
     exact = model.header is not None and model.native_precision == recipe.name and model.kind != "catalog"
-    return Weights(wb, float(model.header.bytes if exact else wb.total), exact)
+    total = float(model.header.bytes if exact else wb.total)
+    if model.spec.vision is None or not (text_only or recipe.family == "gguf"):
+        return Weights(wb, total, exact)
+    lm = weight_bytes(tuple(g for g in groups if g.role != "vision"), recipe)
+    tower = float(wb.total - lm.total)
+    # a GGUF file's own header bytes already hold the language model only
+    return Weights(lm, total - tower if exact and recipe.family != "gguf" else (total if exact else lm.total), exact,
+                   tower)
 
 
 def tp_problem(spec: ModelSpec, engine: EngineProfile, gpus: int) -> str | None:
@@ -92,33 +103,56 @@ class Deployment:
     act_bytes: float            # activation element width (fp32 models run fp32 activations)
     overhead: float             # runtime overhead, all GPUs together
     budget: float               # bytes per GPU the engine may fill
+    pp: int = 1                 # pipeline stages (one per node across nodes): gpus = tensor-parallel size x pp
+    gpu_layers: int | None = None   # llama.cpp -ngl N with --ram: only these layers' KV is on the GPUs (None: all)
     _kv: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, model: LoadedModel, acc: Accelerator, gpus: int, recipe: Recipe, engine: EngineProfile,
-              kv_dtype: str | None = None, weights: Weights | None = None) -> Deployment:
-        """`weights` may be passed in by callers that size many configurations of one recipe (qfit size)."""
+              kv_dtype: str | None = None, weights: Weights | None = None, pp: int = 1) -> Deployment:
+        """`weights` may be passed in by callers that size many configurations of one recipe (qfit size); `pp`
+        pipeline stages split the layers (and with them weights and KV) of `gpus // pp` tensor-parallel GPUs each."""
+        if pp < 1 or gpus % pp:
+            raise QfitError(f"{gpus} GPUs do not split into {pp} pipeline stages")
         overhead = engine.overhead_gib(acc.backend) * GIB * gpus
         if gpus > 1:
             overhead += engine.tp_overhead_gib * GIB * gpus
         return cls(model, acc, gpus, recipe, engine, parse_kv_dtype(kv_dtype or recipe.kv_default),
                    weights or weights_for(model, recipe), 4.0 if recipe.name == "fp32" else 2.0, overhead,
-                   acc.usable_bytes * (engine.memory_fraction or 1.0))
+                   acc.usable_bytes * (engine.memory_fraction or 1.0), pp)
+
+    @property
+    def tp(self) -> int:
+        """GPUs of one pipeline stage, which split every layer of the stage (tensor parallel)."""
+        return self.gpus // self.pp
 
     @property
     def tp_problem(self) -> str | None:
-        return tp_problem(self.model.spec, self.engine, self.gpus)
+        return tp_problem(self.model.spec, self.engine, self.tp)
 
     def kv_one(self, context: int) -> KVCache:
-        """KV cache and recurrent state of one sequence at `context` tokens (memoised per context)."""
+        """KV cache and recurrent state of one sequence at `context` tokens (memoised per context). A pipeline stage
+        holds the KV of its own layers only: the largest stage has ceil(layers / pp) of them."""
         if context not in self._kv:
-            self._kv[context] = kv_cache(self.model.spec, context, 1, self.kv_dtype, self.engine, self.gpus)
+            kv = kv_cache(self.model.spec, context, 1, self.kv_dtype, self.engine, self.tp)
+            if self.gpu_layers is not None:   # llama.cpp keeps the KV of CPU-side layers in host memory
+                layers = self.model.spec.layers
+                kv = replace(kv, per_gpu_bytes=kv.per_gpu_bytes * self.gpu_layers / layers, notes=kv.notes + (
+                    f"-ngl {self.gpu_layers}: the GPUs hold the KV of their {self.gpu_layers} of {layers} layers",))
+            if self.pp > 1:
+                layers = self.model.spec.layers
+                share = math.ceil(layers / self.pp) / layers
+                kv = replace(kv, per_gpu_bytes=kv.per_gpu_bytes * share, notes=kv.notes + (
+                    f"pipeline parallel: {self.pp} stages of up to {math.ceil(layers / self.pp)} of {layers} layers; "
+                    "each GPU holds its stage's KV and weights (embedding and LM head counted as evenly split)",))
+            self._kv[context] = kv
         return self._kv[context]
 
     def memory(self, context: int, batch: int, prompt: int) -> MemoryBreakdown:
         kv = self.kv_one(context)
-        act = activation_bytes(self.model.spec, self.engine, batch, prompt, self.gpus, self.act_bytes,
-                               self.acc.memory_gib, f"{self.acc.key} {self.acc.name}")
+        # every pipeline stage runs the whole micro-batch through its layers: the TP group's peak, on each stage
+        act = self.pp * activation_bytes(self.model.spec, self.engine, batch, prompt, self.tp, self.act_bytes,
+                                         self.acc.memory_gib, f"{self.acc.key} {self.acc.name}")
         reserved = self.acc.usable_bytes * self.engine.memory_fraction if self.engine.memory_fraction else None
         return MemoryBreakdown(weights=self.weights.total, kv_cache=kv.total_bytes * batch, activations=act,
                                overhead=self.overhead, gpus=self.gpus, kv_per_gpu=kv.per_gpu_bytes * batch,
@@ -137,7 +171,7 @@ class Deployment:
         fixed = self.memory(context, 1, prompt)
         pool = max(0.0, self.budget - (fixed.per_gpu - fixed.kv_per_gpu))
         kv = self.kv_one(context)
-        state = kv.state_bytes / self.gpus
+        state = kv.state_bytes / self.gpus    # TP ranks split the state's heads, stages its layers
         per_token = (kv.per_gpu_bytes - state) / context
         return KVPool(pool, int(pool // per_token) if per_token > 0 else 0,
                       pool / kv.per_gpu_bytes if kv.per_gpu_bytes > 0 else 0.0, state)

@@ -6,17 +6,22 @@ Pure: takes resolved objects only (qfit.resolve turns what the user typed into t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from qfit.deployment import Deployment, KVPool, Weights
+from qfit import speculative
+from qfit.deployment import Deployment, KVPool, Weights, weights_for
 from qfit.engines import EngineProfile, EngineRegistry
 from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.memory import GIB, MemoryBreakdown
 from qfit.model.params import ParamCounts, count_params, tensor_groups
 from qfit.model.sources import LoadedModel
+from qfit.offload import HostMemory, Offload, apply_speed, plan_offload
 from qfit.perf.estimate import CurvePoint, PerfEstimate, estimate_performance
+from qfit.perf.pipeline import Internode, pipeline_adjust
 from qfit.precision import Recipe, WeightBytes, parse_recipe
+from qfit.quantize.mixed.budget import mixed_suggestion
+from qfit.speculative import Speculation
 from qfit.workload import Workload
 
 DEFAULT_CONTEXT = 8192
@@ -49,6 +54,14 @@ class Plan:
     min_gpus: int | None = None       # fewest accelerators of this kind that fit (None: not computed / none up to 64)
     performance: PerfEstimate | None = None
     kv_pool: KVPool | None = None     # the KV pool in bytes and tokens, and the sequences of `context` it holds
+    pipeline: int = 1                 # pipeline stages, one per node (gpus = tensor parallel x pipeline)
+    internode: Internode | None = None   # the link between the nodes (pipeline > 1)
+    offload: Offload | None = None    # the GPU/host split when --ram was given and the GPUs alone do not hold it
+    speculative: dict | None = None   # --spec mtp: draft tokens, acceptance, draft memory, the engine's flag
+
+    @property
+    def tensor_parallel(self) -> int:
+        return self.gpus // self.pipeline
 
     @property
     def headroom_per_gpu(self) -> float:
@@ -78,7 +91,12 @@ class Plan:
             "weights": self.weights.to_dict(),
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context, "max_batch": self.max_batch,
             "suggestion": self.suggestion, "min_gpus": self.min_gpus,
+            "parallel": {"tensor": self.tensor_parallel, "pipeline": self.pipeline, "nodes": self.pipeline,
+                         "gpus_per_node": self.tensor_parallel,
+                         "internode": self.internode.key if self.internode else None},
             "kv_cache": self.kv_pool.to_dict() if self.kv_pool else None,
+            "offload": self.offload.to_dict() if self.offload else None,
+            "speculative": self.speculative,
             "performance": perf,
             "assumptions": list(self.assumptions),
             "error_band": (perf or {}).get("error_band") or {"memory_pct": policy.memory_band_pct,
@@ -113,23 +131,39 @@ def _assumptions(dep: Deployment, kv_notes: tuple[str, ...], context: int) -> li
     out.append(f"runtime overhead {dep.overhead / dep.gpus / GIB:.2f} GiB per GPU ({dep.acc.backend} context"
                + (", CUDA graphs" if e.name in {"vllm", "sglang"} else "")
                + (", tensor-parallel buffers" if dep.gpus > 1 and e.tensor_parallel else "") + ")")
+    if dep.pp > 1:
+        out.append(f"{dep.pp} nodes x {dep.tp} GPUs: tensor parallel within a node, pipeline parallel across nodes "
+                   f"(one stage per node)")
     if dep.acc.usable_memory_fraction < 1 and dep.acc.vendor == "cpu":
         out.append(f"{dep.acc.name}: {dep.acc.usable_memory_fraction:.0%} of RAM available when planned "
                    "(MemAvailable: what other processes leave)")
     elif dep.acc.usable_memory_fraction < 1:
         out.append(f"{dep.acc.name}: unified memory, {dep.acc.usable_memory_fraction:.0%} usable by the GPU")
     if dep.model.spec.vision:
-        out.append("vision tower estimated from vision_config (ViT blocks + patch embedding; projector not counted)")
+        out.append(_vision_note(dep))
     if dep.model.spec.max_position_embeddings and context > dep.model.spec.max_position_embeddings:
         out.append(f"WARNING: context {context:,} exceeds the model's max_position_embeddings "
                    f"({dep.model.spec.max_position_embeddings:,}): the memory is computed, but the model was not "
                    "trained for it")
     node = dep.acc.tp_limit(e.policy.gpus_per_node)
-    if dep.gpus > node:
+    if dep.tp > node:
         out.append(f"WARNING: {dep.gpus} GPUs exceed one node ({node} x {dep.acc.short_name}, the limit `qfit size` "
                    "also applies): the split would cross nodes over the network (engines use pipeline parallel or "
                    "llama.cpp RPC there), which this estimate does not model")
     return out
+
+
+def _vision_note(dep: Deployment) -> str:
+    est = "estimated from vision_config (ViT blocks + patch embedding; projector not counted)"
+    left = dep.weights.vision_left_out
+    if not left:
+        return f"vision tower counted ({dep.recipe.name} checkpoints and their engines load it), {est}; --text-only " \
+               "leaves it out"
+    if dep.recipe.family == "gguf":
+        return (f"vision tower not counted ({left / 1e9:.2f} GB in this recipe, {est}): GGUF files hold the language "
+                "model only; the tower is a separate mmproj file that llama-server loads with --mmproj")
+    return (f"--text-only: vision tower not counted ({left / 1e9:.2f} GB, {est}); needs a text-only checkpoint or an "
+            "engine setting that skips loading it")
 
 
 def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
@@ -143,8 +177,14 @@ def _verdict(dep: Deployment, mem: MemoryBreakdown) -> tuple[bool, str]:
 
 def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: EngineProfile, workload: Workload, *,
               gpus: int = 1, kv_dtype: str | None = None, weights: Weights | None = None,
-              with_performance: bool = True, suggest: bool = True) -> Plan:
-    dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights)
+              with_performance: bool = True, suggest: bool = True, pp: int = 1,
+              link: Internode | None = None, host: HostMemory | None = None, spec: Speculation | None = None) -> Plan:
+    """`pp` > 1: `gpus` split into `pp` nodes of `gpus // pp` (TP within a node, a pipeline stage per node) joined
+    by `link` (qfit.perf.pipeline.internode reads the profiles; the core reads nothing)."""
+    if pp > 1 and link is None:
+        raise QfitError("a plan over several nodes needs the link between them (qfit.perf.pipeline.internode)")
+    dep = Deployment.build(model, acc, gpus, recipe, engine, kv_dtype, weights, pp=pp)
+    link = link if pp > 1 else None
     w = workload
     mem = dep.memory(w.context, w.batch, w.prompt)
     fits, reason = _verdict(dep, mem)
@@ -153,22 +193,98 @@ def make_plan(model: LoadedModel, acc: Accelerator, recipe: Recipe, engine: Engi
                 memory=mem, budget_per_gpu=dep.budget, fits=fits, reason=reason,
                 max_context=dep.max_context(w.batch, w.prompt, context_limit(model)),
                 max_batch=dep.max_batch(w.context, w.prompt), assumptions=_assumptions(dep, mem.notes, w.context),
-                kv_pool=dep.kv_pool(w.context, w.prompt))
-    if not fits and suggest:
-        plan.suggestion = suggest_alternative(dep, w, kv_dtype)
+                kv_pool=dep.kv_pool(w.context, w.prompt), pipeline=pp, internode=link)
     if with_performance:
         plan.performance = estimate_performance(
             model.spec, tensor_groups(model.spec), dep.weights.recipe, recipe.name, acc,
-            efficiency=engine.efficiency(acc.backend, recipe.name), gpus=gpus, batch=w.batch, input_len=w.prompt,
-            context=w.context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
+            efficiency=engine.efficiency(acc.backend, recipe.name), gpus=dep.tp, batch=w.batch, input_len=w.prompt,
+            context=w.decode_context, kv_dtype=dep.kv_dtype, output_len=w.output_tokens)
+        if pp > 1:
+            plan.performance = pipeline_adjust(plan.performance, model.spec, pp, link, batch=w.batch,
+                                               input_len=w.prompt, act_bytes=dep.act_bytes, output_len=w.output_tokens)
+    if spec is not None:
+        _speculate(plan, dep, w, spec)
+    if not plan.fits and host is not None and dep.tp_problem is None:
+        _offload(plan, dep, w, host)
+    if not plan.fits and suggest and pp == 1:
+        plan.suggestion = suggest_alternative(dep, w, kv_dtype)
     return plan
+
+
+def _offload(plan: Plan, dep: Deployment, w: Workload, host: HostMemory) -> None:
+    """Split the deployment between GPU and host memory (--ram) where the engine can (qfit.offload)."""
+    off = plan_offload(dep, plan.memory, host)
+    if off is None:
+        plan.assumptions.append(f"--ram given, but {host.unsupported_note(dep.engine.name)}")
+        return
+    plan.offload = off
+    if not off.fits:
+        plan.reason = off.reason
+        return
+    m = plan.memory
+    on_gpu = replace(dep, weights=replace(dep.weights, total=dep.weights.total - off.host_weight_bytes), _kv={},
+                     gpu_layers=off.gpu_layers if off.kind == "layers" else None)
+    plan.memory = replace(m, weights=m.weights - off.host_weight_bytes, kv_cache=m.kv_cache - off.host_kv_bytes,
+                          kv_per_gpu=m.kv_per_gpu - off.host_kv_bytes / dep.gpus)
+    plan.fits, plan.reason = True, off.reason
+    plan.max_context = on_gpu.max_context(w.batch, w.prompt, context_limit(dep.model))
+    plan.max_batch = on_gpu.max_batch(w.context, w.prompt)
+    plan.kv_pool = on_gpu.kv_pool(w.context, w.prompt)
+    plan.assumptions.append(f"offload: {off.host_bytes / GIB:.1f} GiB in host memory ({off.flag}); max context, max "
+                            "batch and KV pool keep this split" + ("" if off.kind == "moe_experts" else
+                                                                   " (the GPU holds its layers' KV, the host the "
+                                                                   "rest's)"))
+    if plan.performance is not None:
+        plan.performance, plan.offload = apply_speed(plan.performance, off, dep, w.batch, w.prompt, w.output_tokens,
+                                                      w.decode_context / w.context)
+        plan.reason += f", ~{plan.performance.decode_tokens_per_s:.0f} tok/s decode"
+
+
+def _speculate(plan: Plan, dep: Deployment, w: Workload, s: Speculation) -> None:
+    """Count the MTP layers' memory and time decode as drafted by them (qfit.speculative)."""
+    spec = dep.model.spec
+    if not spec.mtp_layers:
+        raise QfitError(f"--spec mtp: {spec.name} has no multi-token-prediction layer")
+    how = s.support(dep.engine.name)
+    if how is None:
+        plan.assumptions.append(f"--spec given, but {s.unsupported_note(dep.engine.name)}")
+        return
+    draft = speculative.draft_of(dep, w.batch, w.context, w.decode_context)
+    m = plan.memory
+    plan.memory = replace(m, weights=m.weights + draft.weight_bytes, kv_cache=m.kv_cache + draft.kv_bytes,
+                          kv_per_gpu=m.kv_per_gpu + draft.kv_bytes / dep.gpus)
+    plan.fits, plan.reason = _verdict(dep, plan.memory)
+    with_mtp = replace(dep, weights=replace(dep.weights, total=dep.weights.total + draft.weight_bytes), _kv={})
+    plan.max_context = with_mtp.max_context(w.batch, w.prompt, context_limit(dep.model))
+    plan.max_batch = with_mtp.max_batch(w.context, w.prompt)
+    plan.kv_pool = with_mtp.kv_pool(w.context, w.prompt)
+    plan.speculative = speculative.summary(s, draft, how["flag"])
+    n, a = s.draft_tokens, s.acceptance
+    plan.assumptions.append(
+        f"speculative decoding (--spec mtp:{n}): the MTP layer drafts {n} token(s) per step, each accepted with "
+        f"probability {a:g} (the user's figure), {s.expected_tokens:.3g} tokens per step = (1 - A^(n+1)) / (1 - A); "
+        f"a step = one pass over {n + 1} tokens per sequence + {n} MTP passes; MTP weights "
+        f"{draft.weight_bytes / GIB:.2f} GiB and KV {draft.kv_bytes / GIB:.2f} GiB counted (max context/batch count "
+        f"the weights only); the engine's fixed per-step overhead is paid once per step, not per draft pass; "
+        f"{dep.engine.name}: {how['flag']}")
+    if spec.linear and dep.engine.name == "vllm" and w.batch >= int(s.facts.get("hybrid_warning_batch", 4)):
+        plan.assumptions.append("WARNING: hybrid models with MTP at batch >= 4 have had vLLM scheduler problems "
+                                "(vllm issue #55533)")
+    if plan.performance is not None:
+        eff = dep.engine.efficiency(dep.acc.backend, dep.recipe.name)
+        verify = estimate_performance(spec, tensor_groups(spec), dep.weights.recipe, dep.recipe.name, dep.acc,
+                                      efficiency=eff, gpus=dep.gpus, batch=w.batch * (n + 1), input_len=w.prompt,
+                                      context=w.decode_context, kv_dtype=dep.kv_dtype)
+        plan.performance = speculative.apply_speed(plan.performance, verify, draft, s, eff, dep.acc.bandwidth_gbps,
+                                                   w.batch, w.output_tokens)
 
 
 def _fits_with(dep: Deployment, w: Workload, kv_dtype: str | None, gpus: int | None = None,
                recipe: Recipe | None = None) -> bool:
     """Would the same deployment fit with another GPU count or recipe (`kv_dtype`: what the user asked for)?"""
-    other = Deployment.build(dep.model, dep.acc, gpus or dep.gpus, recipe or dep.recipe, dep.engine, kv_dtype,
-                             None if recipe else dep.weights)
+    text_only = bool(dep.weights.vision_left_out) and dep.recipe.family != "gguf"    # --text-only carries over
+    weights = weights_for(dep.model, recipe, text_only) if recipe else dep.weights
+    other = Deployment.build(dep.model, dep.acc, gpus or dep.gpus, recipe or dep.recipe, dep.engine, kv_dtype, weights)
     return other.fits(w.context, w.batch, w.prompt)
 
 
@@ -188,6 +304,10 @@ def suggest_alternative(dep: Deployment, w: Workload, kv_dtype: str | None) -> s
     lower = next((p for p in ladder[start:] if _fits_with(dep, w, kv_dtype, recipe=parse_recipe(p))), None)
     if lower:
         options.append(f"{dep.gpus} x {acc.name} at {lower}")
+    if lower in (None, "gptq-int3", "gptq-int2") and name in GPU_LADDER[:GPU_LADDER.index("gptq-int3")]:
+        mixed = mixed_suggestion(dep, w)       # between uniform 4-bit (does not fit) and all 2-bit (fits)
+        if mixed:
+            options.append(f"{dep.gpus} x {acc.name} at {mixed}")
     if not options:
         return f"nothing up to {MAX_GPUS} x {acc.name} or down to {ladder[-1]} fits {w.context:,} tokens x {w.batch}"
     return "would fit: " + "; or ".join(options)
@@ -202,7 +322,7 @@ def curve_points(plans: list[Plan]) -> list[CurvePoint]:
 
 def plan_matrix(model: LoadedModel, accs: list[Accelerator], recipes: list[Recipe], engines: EngineRegistry,
                 workload: Workload, *, engine: str | None = None, gpus: int = 1,
-                kv_dtype: str | None = None) -> list[Plan]:
+                kv_dtype: str | None = None, text_only: bool = False) -> list[Plan]:
     """One plan per accelerator x recipe (the engine chosen per recipe and device unless named); pairs no engine
     runs are not cells of the matrix."""
     plans = []
@@ -212,7 +332,7 @@ def plan_matrix(model: LoadedModel, accs: list[Accelerator], recipes: list[Recip
                 eng = engines.choose(engine, recipe, acc, kv_dtype)
             except QfitError:
                 continue
-            dep = Deployment.build(model, acc, gpus, recipe, eng, kv_dtype)
+            dep = Deployment.build(model, acc, gpus, recipe, eng, kv_dtype, weights_for(model, recipe, text_only))
             plan = make_plan(model, acc, recipe, eng, workload, gpus=gpus, kv_dtype=kv_dtype, weights=dep.weights,
                              suggest=False)
             plan.min_gpus = gpus if plan.fits else min_gpus(dep, workload, kv_dtype, start=gpus + 1)

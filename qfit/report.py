@@ -21,8 +21,10 @@ def _gib(x: float) -> str:
 def _title(p) -> str:
     spec, prm = p.model.spec, p.params
     moe = f", {fmt_count(prm.active)} active" if prm.active < prm.total else ""
+    nodes = f"{p.pipeline} nodes x " if p.pipeline > 1 else ""
+    count = p.tensor_parallel if p.pipeline > 1 else p.gpus
     return (f"[bold]{spec.name}[/] ({fmt_count(prm.total)} params{moe}, {spec.attention_kind}) on "
-            f"[bold]{p.gpus} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.label}, "
+            f"[bold]{nodes}{count} x {p.accelerator.name}[/] ({_cap(p.accelerator.memory_gib)} GiB) — {p.precision.label}, "
             f"{p.engine.name}, context {fmt_tokens(p.context)}, batch {p.batch}, KV {p.kv_dtype}")
 
 
@@ -46,6 +48,10 @@ def print_plan(p, wide: bool = False) -> None:
         con.print(f"[red bold]DOES NOT FIT[/]  {p.reason}")
         if p.suggestion:
             con.print(f"  {p.suggestion}")
+    if p.offload is not None:
+        o = p.offload
+        con.print(f"offload ({o.flag}): GPUs hold the table above, host memory {_gib(o.host_bytes)} of "
+                  f"{_gib(o.host.bytes)} GiB; host bandwidth {o.host.bandwidth_gbps:.1f} GB/s ({o.host.source})")
     con.print(f"max context at batch {p.batch}: {p.max_context:,} tokens;  "
               f"max batch at {fmt_tokens(p.context)} context: {p.max_batch:,}")
     if p.kv_pool is not None and p.kv_pool.tokens:

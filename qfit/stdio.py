@@ -1,9 +1,11 @@
-"""stdout carries a command's result and nothing else: library chatter is routed to stderr while heavy libraries run.
+"""stdout carries a command's result and nothing else; the libraries' own chatter goes to a log file.
 
-GPTQModel prints its banner and INFO lines, transformers and torch print warnings and tables, and some of them write
-to file descriptor 1 directly (C extensions, loggers holding the real stdout) rather than through `sys.stdout`.
-`stdout_to_stderr()` points both at stderr for the duration of the block, so `--json` output stays parseable
-whatever a library prints. Used by every command that runs them: `qfit quantize`, `qfit profile`.
+GPTQModel prints its banner and INFO lines, transformers and torch print warnings, tables and progress bars, and some
+of them write to file descriptors 1 and 2 directly (C extensions, loggers holding the real streams) rather than
+through `sys.stdout`. `stdout_to_stderr()` points fd 1 at stderr, so `--json` output stays parseable whatever a
+library prints; `capture_output(log)` sends both descriptors into a log file while the heavy work runs (qfit quantize
+publishes it as OUT/qfit-quantize.log, qfit profile as OUT/qfit-profile.log), and `terminal_stream()` is a copy of the
+terminal's stderr taken before, on which qfit's own progress keeps writing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -31,3 +34,51 @@ def stdout_to_stderr():
         if saved is not None:
             os.dup2(saved, 1)
             os.close(saved)
+
+
+def terminal_stream():
+    """A text stream to the terminal's stderr that survives `capture_output` (a dup of fd 2), or sys.stderr itself
+    when it has no descriptor (a test runner's capture object: then nothing at fd level is redirected away from it)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
+    sys.stderr.flush()
+    return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                     errors="replace")
+
+
+@contextlib.contextmanager
+def capture_output(log_path: Path):
+    """Send everything written to fd 1/2 and sys.stdout/sys.stderr into log_path while the block runs."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+    saved = []
+    try:
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(log.fileno(), fd)
+        old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            yield log
+        finally:
+            sys.stdout, sys.stderr = old
+            log.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+    finally:
+        log.close()
+
+
+def log_tail(log_path: Path, lines: int = 20) -> str:
+    """The last lines of the log (for an unexpected failure, whose context would otherwise vanish with the temp)."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -96,6 +96,27 @@ def _seeds() -> str:
             "decoding or a MoE are the likely explanations).")
 
 
+QWEN35 = ("qwen3.5-9b", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-122b-a10b", "qwen3.5-397b-a17b")
+
+
+def _qwen35_4090() -> str:
+    """A table of the Qwen3.5 family on a 24 GB card with 64 GB of host memory (llama.cpp's expert/layer offload)."""
+    rows = ["| model | verdict | GPU GiB | host GiB | decode tok/s | prefill tok/s |", "|---|---|---:|---:|---:|---:|"]
+    for m in QWEN35:
+        d = as_json(f'qfit plan --model {m} --gpu "RTX 4090" --precision gguf-q4_k_m --ram 64GB')
+        off, perf = d["offload"], d["performance"]
+        host = f"{off['host_gib']:.1f}" if off else "0"
+        if d["fits"]:
+            band = perf["error_band"]
+            speed = (f"{perf['decode_tokens_per_s']:.0f} ±{band['decode_pct']:.0f} %",
+                     f"{perf['prefill_tokens_per_s']:,.0f} ±{band['prefill_pct']:.0f} %")
+        else:
+            speed = ("-", "-")
+        verdict = d["reason"].split(", ~")[0] if off else ("fits on the GPU" if d["fits"] else d["reason"])
+        rows.append(f"| {m} | {verdict} | {d['memory']['per_gpu_gib']:.1f} | {host} | {speed[0]} | {speed[1]} |")
+    return "\n" + "\n".join(rows) + "\n"
+
+
 SIZE_EXAMPLE = ('qfit size --model llama-3.1-70b --context 8k --concurrency 32 --rps 1 --input-len 2k --output-len 512 '
                 '--min-tokens-per-s 20 --max-ttft 2s --gpus-allowed A100,H100,H200,L40S,MI300X,"RTX 4090",L4 --top 3')
 
@@ -132,14 +153,38 @@ def _size_binding() -> str:
             f"(`--max-gpus-per-node 2`), for example: {quoted}.")
 
 
+NODES_EXAMPLE = ("qfit size --model llama-3.1-405b --precision bf16 --context 8k --concurrency 16 --min-tokens-per-s 10 "
+                 "--gpus-allowed H100,H200,A100,L40S --top 4")
+
+
+def _size_nodes() -> str:
+    d = as_json(NODES_EXAMPLE)
+    c = d["chosen"]
+    one = next(o for o in d["by_rent"] if o["nodes_per_replica"] == 1)
+    band = c["performance"]["error_band"]["decode_pct"]
+    reps = "one replica" if c["replicas"] == 1 else f"{c['replicas']} replicas"
+    text = (f"Reading it: {c['gpus']} x {c['accelerator']} as {reps} of {c['layout']} rents for "
+            f"${c['cost']['rent_usd_per_hour']:.2f}/h at {c['memory_per_gpu_gib']:.1f} GiB per GPU and "
+            f"{c['decode_tokens_per_s_per_user']:.1f} tok/s per user ±{band:.0f} % (the band widened for the "
+            f"uncalibrated hops); the cheapest single-node option, {one['gpus']} x {one['accelerator']} "
+            f"({one['precision']}), costs ${one['cost']['rent_usd_per_hour']:.2f}/h and is faster per user "
+            f"({one['decode_tokens_per_s_per_user']:.1f} tok/s).")
+    if c["nodes_per_replica"] > 1:
+        text += (f" `qfit plan --model llama-3.1-405b --precision bf16 --gpu {c['key']} --nodes "
+                 f"{c['nodes_per_replica']} --gpus-per-node {c['gpus_per_node']} --batch {c['batch_per_replica']} "
+                 "--launch vllm` gives the same memory and speed, and the commands to start it.")
+    return text
+
+
 def _would_fit() -> str:
     d = as_json("qfit plan --model Qwen/Qwen2.5-72B-Instruct --gpu h100 --precision bf16")
     return (f"When it does not fit, the verdict says what would (`qfit plan --model Qwen/Qwen2.5-72B-Instruct --gpu h100 "
             f"--precision bf16` → `{d['suggestion']}`).")
 
 
-PROSE = {"plan-72b": _plan_72b, "would-fit": _would_fit, "curve": _curve, "mac-q4km": _mac, "seeds": _seeds, "size-reading": _size_reading,
-         "size-binding": _size_binding}
+PROSE = {"qwen35-4090": _qwen35_4090, "plan-72b": _plan_72b, "would-fit": _would_fit, "curve": _curve,
+         "mac-q4km": _mac, "seeds": _seeds, "size-reading": _size_reading, "size-binding": _size_binding,
+         "size-nodes": _size_nodes}
 
 
 def render(text: str) -> tuple[str, list[str]]:

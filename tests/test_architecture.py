@@ -69,6 +69,22 @@ def test_planner_and_size_search_take_objects_and_do_no_io():
     assert api.plan("llama-3-8b", gpu="h100").fits    # and the edge still reads files once the patches are gone
 
 
+def test_offload_and_speculation_plan_without_io():
+    from qfit.offload import host_memory
+    from qfit.speculative import speculation
+
+    host, spec = host_memory("64GB", "80GB/s"), speculation("mtp:2", "0.8")   # the edge reads their facts
+    moe, dense = resolve.model("qwen3.5-35b-a3b"), resolve.model("llama-3.1-70b")
+    card, h100, engines = resolve.accelerator("rtx 4090"), resolve.accelerator("h100"), resolve.engines()
+    gguf = [resolve.recipe(p) for p in ("gguf-q8_0", "gguf-q4_k_m")]
+    with pytest.MonkeyPatch().context() as patched:
+        _forbid_io(patched)
+        w = Workload(8192)
+        assert make_plan(moe, card, gguf[0], engines.get("llama.cpp"), w, host=host).offload.kind == "moe_experts"
+        assert make_plan(dense, card, gguf[1], engines.get("llama.cpp"), w, host=host).offload.kind == "layers"
+        assert make_plan(moe, h100, resolve.recipe("bf16"), engines.get("vllm"), w, spec=spec).speculative
+
+
 def test_only_the_atomic_helper_renames_files_into_place():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "qfit").rglob("*.py")
                  if p.name != "atomic.py" and "os.replace(" in p.read_text()]

@@ -97,3 +97,34 @@ def test_calibrate_bad_input(tmp_path, content, error):
     res = CliRunner().invoke(cli, ["calibrate", str(path)])
     assert res.exit_code == 2
     assert error in res.output
+
+
+def test_a_gptq_run_calibrates_its_own_format_not_float_plans(tmp_path, monkeypatch):
+    """The README walk-through's real profile.json (SmolLM2 GPTQ 4-bit on this VM's CPU, transformers): GPTQModel's
+    CPU kernel decoded at a few % of the plan. Its factors go to `cpu/gptq`; fp32 plans keep theirs (1.0), GPTQ plans
+    take the new factor; a float run's `cpu` entry still applies to GPTQ plans that have no entry of their own."""
+    from pathlib import Path
+
+    from qfit.engines import load_engines
+    monkeypatch.setenv("QFIT_CONFIG_DIR", str(tmp_path / "cfg"))
+    real = str(Path(__file__).parent / "data" / "profile_gptq_cpu_walkthrough.json")
+    (fit,) = calibration.fit(calibration.read_results([real]), accept_unreliable=True)   # flagged: a busy VM
+    assert fit["family"] == "cpu/gptq" and fit["decode"]["factor"] < 0.1
+    assert CliRunner().invoke(cli, ["calibrate", real, "--accept-unreliable"]).exit_code == 0
+    eng = load_engines().get("transformers")
+    assert eng.efficiency("cpu", "fp32").decode_speed_factor == 1.0
+    assert eng.efficiency("cpu", "gptq-int4").decode_speed_factor == pytest.approx(fit["decode"]["factor"], rel=1e-3)
+    floats = _write(tmp_path, "f.json", _result([(5, 10)], [(80, 100)]))
+    assert CliRunner().invoke(cli, ["calibrate", floats]).exit_code == 0
+    eng = load_engines().get("transformers")
+    assert eng.efficiency("cpu", "fp32").decode_speed_factor == pytest.approx(0.5)
+    assert eng.efficiency("cpu", "gptq-int4").decode_speed_factor == pytest.approx(fit["decode"]["factor"], rel=1e-3)
+    assert eng.efficiency("cpu", "awq-int4").decode_speed_factor == pytest.approx(0.5)   # no awq entry: the family's
+
+
+@pytest.mark.parametrize("backend,precision,key", [("cpu", "fp32", "cpu"), ("cuda", "bf16", "cuda"),
+                                                   ("cpu", "gptq-int4", "cpu/gptq"), ("cuda", "awq-int4", "cuda/awq"),
+                                                   ("metal", "gguf-q4_k_m", "metal/gguf"), ("cuda", "fp8", "cuda/fp8")])
+def test_overlay_key(backend, precision, key):
+    from qfit.perf.efficiency import overlay_key
+    assert overlay_key(backend, precision) == key

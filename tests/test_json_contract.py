@@ -15,6 +15,11 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 COMMANDS = {
     "qfit plan --model M --gpu G --precision P --json": ["plan", "-m", "qwen3-30b-a3b", "--gpu", "a6000", "-p",
                                                           "gptq-int4", "--json"],
+    "qfit plan --model M --gpu G --precision P --launch --json": ["plan", "-m", "llama-3.1-70b", "--gpu", "h100", "-p",
+                                                                   "bf16", "--nodes", "2", "--gpus-per-node", "8",
+                                                                   "--launch", "--json"],
+    "qfit plan --model M --gpu G --precision P --ram R --json": ["plan", "-m", "qwen3.5-35b-a3b", "--gpu", "rtx-4090",
+                                                                  "-p", "gguf-q8_0", "--ram", "64GB", "--json"],
     "qfit plan --gpu G --json": ["plan", "--gpu", "a6000", "--top", "3", "--json"],
     "qfit size --json": ["size", "-m", "llama-3.1-70b", "-u", "16", "--top", "3", "--json"],
 }
@@ -63,3 +68,17 @@ def test_every_documented_key_is_in_the_output(section):
 
 def test_the_doc_covers_each_command_it_names():
     assert set(COMMANDS) <= set(SECTIONS)
+
+
+def test_size_keys_hold_for_a_replica_over_several_nodes():
+    """The same documented keys when the chosen replica spans nodes (its link is a name there, not null)."""
+    r = CliRunner().invoke(cli, ["size", "-m", "llama-3.1-70b", "-u", "4", "-p", "bf16", "--gpus-allowed", "a6000",
+                                 "--max-gpus-per-node", "2", "--max-nodes", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    for path, kind in SECTIONS["qfit size --json"]:
+        allowed = tuple(TYPES[k.strip()] for k in kind.split(" or "))
+        assert isinstance(_get(doc, path), allowed), (path, kind)
+    c = doc["chosen"]
+    assert (c["nodes_per_replica"], c["internode"], c["layout"]) == (2, "infiniband-ndr", "2 nodes x 2 GPUs (TP2 x PP2)")
+    assert doc["search"]["internode"]["key"] == "infiniband-ndr" and doc["search"]["max_nodes_per_replica"] == 2

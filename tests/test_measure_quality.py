@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 
 import pytest
 import yaml
@@ -418,6 +419,18 @@ def test_line_progress_paces_its_lines():
                      "qfit profile: speed: 2/6 (33 %), elapsed 31.0s, ETA 1m02s",
                      "qfit profile: speed: 4/6 (67 %), elapsed 1m02s, ETA 31.0s",
                      "qfit profile: speed: done 5/6 in 1m11s"]
+
+
+def test_a_step_longer_than_the_interval_still_gets_lines():
+    """A single slow step (GPTQ's CPU kernel decoding) is not silent: the heartbeat says which step is running."""
+    lines = []
+    progress = line_progress(lines.append, every_s=0.05)
+    with progress("speed", 2) as tick:
+        time.sleep(0.5)              # step 1 runs for ten intervals without a tick
+        tick()
+    running = [x for x in lines if x.endswith("; step 1 still running")]
+    assert running and all(x.startswith("qfit profile: speed: 0/2 (0 %), elapsed ") for x in running)
+    assert lines[0] == "qfit profile: speed: started (2 steps)" and lines[-1].startswith("qfit profile: speed: done 1/2")
 
 
 # -------------------------------------------------------------------------------------------------------- stdout guard

@@ -214,3 +214,24 @@ def test_apple_mps_profile_gets_a_prediction(monkeypatch):
     assert res["available"], res.get("reason")
     assert res["accelerator"]["backend"] == "metal" and [d["batch"] for d in res["decode"]] == [1, 4]
     assert res["prefill"][0]["tokens_per_s"] > 0 and res["decode"][0]["tokens_per_s_per_seq"] > 0
+
+
+# ---- speed settings by device --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given,kind,values,note", [
+    (dict(batch=None, output_len=None, trials=None, warmup=None), "cpu",
+     dict(batch="1,4", output_len="32", trials="3", warmup="1"),
+     "note: speed at the CPU defaults --batch 1,4 --output-len 32 --trials 3 --warmup 1 "),
+    (dict(batch="8", output_len=None, trials="2", warmup="0"), "cpu",
+     dict(batch="8", output_len="32", trials="2", warmup="0"), "note: speed at the CPU defaults --output-len 32 "),
+    (dict(batch=None, output_len=None, trials=None, warmup=None), "accelerator",
+     dict(batch="1,4,16", output_len="128", trials="5", warmup="2"), None),
+    (dict(batch="2", output_len="16", trials="4", warmup="1"), "cpu",
+     dict(batch="2", output_len="16", trials="4", warmup="1"), None),
+])
+def test_speed_settings_the_user_left_out_follow_the_device(given, kind, values, note):
+    from qfit.profile.defaults import fill
+    got, said = fill(given, kind)
+    assert got == values
+    assert said == note if note is None else said.startswith(note)
+

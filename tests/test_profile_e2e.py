@@ -117,19 +117,23 @@ TINY = ["--input-len", "16", "--batch", "1", "--output-len", "3", "--trials", "2
         "--device", "cpu"]
 
 
-def test_json_stays_pure_with_gptqmodel_loaded_and_weight_bytes_agree(gptq_dir):
+def test_json_stays_pure_with_gptqmodel_loaded_and_weight_bytes_agree(gptq_dir, tmp_path):
     """The real CLI in a subprocess (real file descriptors): GPTQModel's banner and INFO lines, transformers' warnings
-    go to stderr and stdout parses as JSON. The weight bytes profile reports are inspect's and the safetensors'."""
+    go to OUT/qfit-profile.log, progress to stderr, and stdout parses as JSON. The weight bytes profile reports are inspect's and the safetensors'."""
     from qfit.model.headers import read_header
     from qfit.quantize.inspect import inspect_checkpoint
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    args = ["profile", str(gptq_dir), "--eval", "ppl", "--ppl-tokens", "128", "--ppl-window", "64", *TINY, "--json"]
+    out = tmp_path / "prof"
+    args = ["profile", str(gptq_dir), "--eval", "ppl", "--ppl-tokens", "128", "--ppl-window", "64", *TINY, "--json",
+            "--out", str(out)]
     proc = subprocess.run([sys.executable, "-m", "qfit", *args], env=env, capture_output=True, text=True, timeout=900,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = json.loads(proc.stdout)                                   # nothing but the JSON on stdout
-    assert "GPT-QModel" in proc.stderr                            # the library did print: on stderr
+    log = (out / "qfit-profile.log").read_text()
+    assert "GPT-QModel" in log and "GPT-QModel" not in proc.stderr  # the library did print: into the log
+    assert "qfit profile: speed: done" in proc.stderr                # qfit's own progress stays on the terminal
     header = read_header(gptq_dir / "model.safetensors")
     spans = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in header.values())
     assert d["model"]["weight_bytes"] == inspect_checkpoint(gptq_dir).tensor_bytes == spans
@@ -153,3 +157,12 @@ def test_progress_lines_go_to_stderr_when_it_is_not_a_terminal(smollm2_dir):
         assert f"qfit profile: {stage}" in res.stderr and f"qfit profile: {stage}" not in res.stdout
     assert re.search(r"qfit profile: speed: done 4/4 in [\d.]+s", res.stderr)
     assert "note: --input-lens is now --input-len" in res.stderr
+
+
+def test_a_cpu_run_without_speed_flags_uses_the_cpu_defaults_and_says_so(smollm2_dir):
+    res = CliRunner().invoke(cli, ["profile", str(smollm2_dir), "--eval", "none", "--input-len", "16", "--device",
+                                   "cpu", "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    proto = json.loads(res.stdout)["speed"]["protocol"]
+    assert (proto["batches"], proto["output_tokens"], proto["trials"], proto["warmup"]) == ([1, 4], 32, 3, 1)
+    assert "note: speed at the CPU defaults --batch 1,4 --output-len 32 --trials 3 --warmup 1" in res.stderr

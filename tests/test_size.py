@@ -189,8 +189,8 @@ def test_price_override_changes_the_winner(qwen7, tmp_path):
 
 
 def test_explanations_name_the_binding_constraint(llama70):
-    # nodes of 2 GPUs: A40 and RTX 3090 cannot hold 131 GiB of BF16 weights in one tensor-parallel group
-    r = size(llama70, Workload(context=8192, batch=16, min_tokens_per_s=25), precisions=("bf16",),
+    # nodes of 2 GPUs, one node per replica: A40 and RTX 3090 cannot hold 131 GiB of BF16 weights in one TP group
+    r = size(llama70, Workload(context=8192, batch=16, min_tokens_per_s=25), precisions=("bf16",), max_nodes=1,
              gpus_allowed=["h100", "rtx 4090", "a40", "l4", "rtx 3090"], max_gpus_per_node=2, with_performance=False)
     why = {d["accelerator"]: d for d in r.cheaper_failed}
     a40 = why["A40"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import click
 
 from qfit.units import parse_int_list, parse_positive_int, parse_tokens
+
+LOG_NAME = "qfit-profile.log"   # the libraries' output, beside profile.json when --out is given
 
 
 class _ProfileCommand(click.Command):
@@ -62,13 +65,11 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--input-len", "input_lens", default="128,512,2048", show_default=True,
               help="Prefill prompt lengths in tokens (a comma list); decode runs after the shortest.")
 @click.option("--input-lens", "old_input_lens", hidden=True)
-@click.option("--batch", "-b", "batches", default="1,4,16", show_default=True,
-              help="Decode batch sizes (a comma list).")
-@click.option("--output-len", "output_tokens", default="128", show_default=True,
-              help="Tokens decoded per decode trial.")
+@click.option("--batch", "-b", "batches", help="Decode batch sizes (a comma list). Default 1,4,16; 1,4 on a CPU.")
+@click.option("--output-len", "output_tokens", help="Tokens decoded per decode trial. Default 128; 32 on a CPU.")
 @click.option("--output-tokens", "old_output_tokens", hidden=True)
-@click.option("--trials", default="5", show_default=True)
-@click.option("--warmup", default="2", show_default=True)
+@click.option("--trials", help="Timed runs per row. Default 5; 3 on a CPU.")
+@click.option("--warmup", help="Untimed runs before them. Default 2; 1 on a CPU.")
 @click.option("--threads", help="CPU threads for torch / llama.cpp (default: the library's).")
 @click.option("--accuracy-weights", type=click.Choice(["auto", "dequantized", "kernel"]), default="auto",
               show_default=True, help="Quality metrics of a GPTQ model on its weights dequantized once to float "
@@ -79,7 +80,8 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 @click.option("--json", "as_json", is_flag=True, help="Print profile.json to stdout instead of tables.")
 @click.option("--wide", is_flag=True, help="Every table column, however wide (default: fit the terminal, or 100 "
                                            "columns when not a terminal).")
-@click.option("--out", type=click.Path(file_okay=False), help="Write profile.json and profile.md here.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write profile.json, profile.md and qfit-profile.log (the libraries' own output, kept off the "
+              "terminal) here.")
 @click.option("--plot", is_flag=True, help="With --out: also write PNG plots.")
 @click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
 def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
@@ -101,6 +103,8 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     if plot and not out:
         raise QfitError("--plot writes PNG files: pass --out DIR too")
     require(backend_name(backend))  # a missing engine fails before anything is loaded
+    batches, output_tokens, trials, warmup = _speed_settings(device, backend_name(backend), no_speed, notes,
+                                                             batches, output_tokens, trials, warmup)
     opts = ProfileOptions(
         model=model, baseline=baseline, device=device, backend=backend_name(backend), dtype=dtype,
         evals=parse_evals(evals or ("ppl,kl,piqa,mmlu" if baseline else "ppl,piqa,mmlu"), baseline is not None), text=text,
@@ -118,24 +122,64 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     if opts.baseline is None and not opts.evals and not opts.speed:
         raise QfitError("nothing to do: --eval none and --no-speed")
     _check_paths(opts, out, force, plot)
-    from qfit.profile.progress import stderr_progress
     from qfit.profile.report import render_rich, validate, write_outputs
-    from qfit.profile.run import run_profile
-    from qfit.stdio import stdout_to_stderr
 
     for note in notes:
         click.echo(note, err=True)
-    with stdout_to_stderr():       # GPTQModel's banner, transformers' warnings: stderr, whatever fd they write to
-        result = run_profile(opts, stderr_progress())
+    result, log = _run_captured(opts)
     validate(result)
     if out:
-        for p in write_outputs(result, Path(out), force, plot):
+        from qfit.atomic import write_text
+        written = write_outputs(result, Path(out), force, plot)
+        write_text(Path(out) / LOG_NAME, log.read_text(errors="replace"))
+        for p in [*written, Path(out) / LOG_NAME]:
             click.echo(f"wrote {p}", err=True)
+    log.unlink(missing_ok=True)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
         from qfit.tables import console
         render_rich(result, console(wide=wide), wide=wide)
+
+
+def _speed_settings(device: str, backend: str, no_speed: bool, notes: list[str], *given):
+    """--batch, --output-len, --trials, --warmup as given, else the device's defaults (qfit.profile.defaults)."""
+    from qfit.profile.defaults import FLAGS, device_kind, fill
+    values = dict(zip(FLAGS, given))
+    if no_speed or all(v is not None for v in values.values()):
+        return tuple(v if v is not None else "1" for v in values.values())
+    filled, note = fill(values, device_kind(device, backend))
+    if note:
+        notes.append(note)
+    return tuple(filled[k] for k in FLAGS)
+
+
+def _run_captured(opts):
+    """Run the profile with the libraries' output (GPTQModel's banner and INFO lines, transformers' warnings and bars,
+    on whatever fd they write to) in a temp log, qfit's progress on the terminal. The log is returned for --out; a
+    run that fails unexpectedly keeps it and says where, with its last lines, since that is where the cause is."""
+    import tempfile
+
+    from qfit.errors import QfitError
+    from qfit.profile.progress import stderr_progress
+    from qfit.profile.run import run_profile
+    from qfit.stdio import capture_output, log_tail, terminal_stream
+
+    term = terminal_stream()
+    fd, name = tempfile.mkstemp(prefix="qfit-profile-", suffix=".log")
+    os.close(fd)
+    log = Path(name)
+    try:
+        with capture_output(log):
+            return run_profile(opts, stderr_progress(term)), log
+    except QfitError:
+        log.unlink(missing_ok=True)   # qfit's own one-line error says it all
+        raise
+    except BaseException:
+        tail = log_tail(log, 15)
+        click.echo(f"the libraries' output is kept in {log}" + (f"; its last lines:\n{tail}" if tail else ""),
+                   err=True)
+        raise
 
 
 def _check_paths(opts, out: str | None, force: bool, plot: bool) -> None:
@@ -154,6 +198,6 @@ def _check_paths(opts, out: str | None, force: bool, plot: bool) -> None:
         raise QfitError(f"--out {out} is a file, not a folder")
     check_writable(folder / "profile.json") if folder.is_dir() else check_writable(folder)
     if folder.is_dir() and not force:
-        names = ["profile.json", "profile.md"] + (["retained_accuracy.png", "decode_vs_batch.png"] if plot else [])
+        names = ["profile.json", "profile.md", LOG_NAME] + (["retained_accuracy.png", "decode_vs_batch.png"] if plot else [])
         for name in names:
             refuse_existing(folder / name)

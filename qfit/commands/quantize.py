@@ -100,19 +100,38 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
                    "of each domain (news, encyclopedia, Python docs; text calibration never reads); 0 skips it.")
 @click.option("--compare-rtn", is_flag=True, help="Also score round-to-nearest at the same bits and group size.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--target-size", metavar="SIZE",
+              help="Mixed precision: per-module widths (2/3/4/8, or 16-bit) filling SIZE of weights (e.g. 90MB, "
+                   "20GB; the planner's byte count, embeddings included) with the least measured quality loss.")
+@click.option("--target-bpw", metavar="BITS",
+              help="Mixed precision: an average of BITS stored bits per weight over the quantized linears "
+                   "(scales, zeros and g_idx included), e.g. 3.6.")
+@click.option("--fit", "fit", metavar="GPU",
+              help="Mixed precision: the largest weights that still fit GPU (a `qfit plan` name) at --context, "
+                   "--batch, --gpus and --engine, by the planner's memory formula.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="With --fit: GPUs (tensor parallel).")
+@click.option("--context", metavar="TOKENS", help="With --fit: context per sequence (e.g. 32k; default the model's).")
+@click.option("--batch", type=int, default=1, show_default=True, help="With --fit: concurrent sequences.")
+@click.option("--engine", help="With --fit: serving engine (vllm, sglang, ...; default as `qfit plan` picks).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
 def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp, calib, nsamples, seqlen, method,
-             heldout_windows, compare_rtn, device, force, as_json, trust_remote_code):
+             heldout_windows, compare_rtn, device, target_size, target_bpw, fit, gpus, context, batch, engine, force,
+             as_json, trust_remote_code):
     """Quantize MODEL (HF folder, .gguf, hub id or catalog name) into OUT as a GPTQ v1 checkpoint with a qfit-report.
 
     Before any heavy work it checks the recipe against the model's shapes and prints a time estimate (with its error
     band, from constants measured per host in profiles/quantize/time.yaml). GPTQModel's and transformers' output goes
-    to OUT/qfit-quantize.log; the terminal shows a few lines and per-layer progress."""
+    to OUT/qfit-quantize.log; the terminal shows a few lines and per-layer progress.
+
+    With --target-size, --target-bpw or --fit, widths are chosen per module (fused q/k/v and gate/up kept uniform) to
+    minimise the summed Hessian-weighted error measured in one float pass over the calibration data, under the byte
+    budget (--bits is then not used); the allocation is written to OUT/qfit-allocation.json."""
     from rich.console import Console
 
     from qfit.quantize.job import QuantizeJob, parse_override
+    from qfit.quantize.mixed.budget import Target
     from qfit.quantize.run import quantize as run_quantize
     from qfit.quantize.terminal import terminal_stream
 
@@ -120,6 +139,12 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
                                  keep=tuple(keep), overrides=tuple(parse_override(o) for o in overrides), damp=damp,
                                  method=method, nsamples=nsamples, seqlen=seqlen, calib=calib,
                                  heldout_windows=heldout_windows, compare_rtn=compare_rtn)
+    target = Target.from_flags(target_size=target_size, target_bpw=target_bpw, fit=fit, gpus=gpus, context=context,
+                               batch=batch, engine=engine)
+    ctx = click.get_current_context()
+    if target is not None and ctx.get_parameter_source("bits") is not click.core.ParameterSource.DEFAULT:
+        raise QfitError("--bits sets one width for every module; with --target-size/--target-bpw/--fit the widths are "
+                        "chosen per module: drop --bits (or pin modules with --override PATTERN=BITS)")
     term = terminal_stream()   # stays on the terminal while the libraries' output goes to the log file
     console = Console(file=term)
 
@@ -129,8 +154,14 @@ def quantize(model, out, bits, group_size, desc_act, sym, keep, overrides, damp,
     signal.signal(signal.SIGTERM, _terminate)
     bar, factory = _progress_view(console, say)
     with stdout_to_stderr(), bar:
-        report = run_quantize(model, out, job, device=device, force=force, progress=factory, notify=say,
-                              trust_remote_code=trust_remote_code)
+        if target is None:
+            report = run_quantize(model, out, job, device=device, force=force, progress=factory, notify=say,
+                                  trust_remote_code=trust_remote_code)
+        else:
+            from qfit.quantize.mixed.run import quantize_mixed
+
+            report, _ = quantize_mixed(model, out, job, target, device=device, force=force, progress=factory,
+                                       notify=say, trust_remote_code=trust_remote_code)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

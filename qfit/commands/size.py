@@ -40,6 +40,12 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
 @click.option("--gpus-allowed", help="Comma list of accelerators (A100,H100,L40S,...). Default: the whole catalog.")
 @click.option("--max-gpus-per-node", default="8", show_default=True, help="Largest tensor-parallel group (one node).")
 @click.option("--max-gpus", default="64", show_default=True, help="Total GPUs over all replicas.")
+@click.option("--max-nodes", default="4", show_default=True,
+              help="Most nodes one replica may span (TP within a node, a pipeline stage per node, as `qfit plan "
+                   "--nodes`; vLLM/SGLang only). Tried for replicas larger than one node's TP group, while they could "
+                   "cost less than the single-node options; 1 = single-node replicas only.")
+@click.option("--internode", help="Link between the nodes of a multi-node replica (profiles/planner/internode.yaml: "
+                                  "infiniband-ndr, infiniband-hdr, ethernet-100g). Default: infiniband-ndr, as plan.")
 @click.option("--prices", type=click.Path(dir_okay=False), help="YAML/CSV overriding prices: name,usd_per_hour[,list_usd].")
 @click.option("--hours-per-month", default="730", show_default=True, help="Hours a month (rent and power).")
 @click.option("--months", default="36", show_default=True, help="Purchase horizon for TCO.")
@@ -52,11 +58,12 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: rent $/h vs total throughput, frontier.")
 @click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 def size(model, context, concurrency, rps, input_len, output_len, min_tokens_per_s, max_ttft, precision, engine,
-         kv_dtype, gpus_allowed, max_gpus_per_node, max_gpus, prices, hours_per_month, months, power_cost, top, as_json,
+         kv_dtype, gpus_allowed, max_gpus_per_node, max_gpus, max_nodes, internode, prices, hours_per_month, months, power_cost, top, as_json,
          wide, as_csv, plot, force):
     """Procurement: the cheapest hardware (rent or buy) that serves a workload, and why the cheaper options fail."""
     from qfit.api import size as run
     from qfit.size import CostParams, load_prices
+    from qfit.size.nodes import MAX_NODES
     from qfit.workload import Workload
 
     if as_json and as_csv:
@@ -83,7 +90,8 @@ def size(model, context, concurrency, rps, input_len, output_len, min_tokens_per
     result = run(model, w, gpus_allowed=_split(gpus_allowed) or None, precisions=_precisions(precision),
                  engines=tuple(_split(engine)) or None, kv_dtype=kv_dtype,
                  max_gpus_per_node=parse_positive_int(max_gpus_per_node, "--max-gpus-per-node", maximum=4096),
-                 max_total_gpus=total, costs=costs, top=parse_positive_int(top, "--top", maximum=1000))
+                 max_total_gpus=total, costs=costs, top=parse_positive_int(top, "--top", maximum=1000),
+                 max_nodes=parse_positive_int(max_nodes, "--max-nodes", maximum=MAX_NODES), internode=internode)
     n = parse_positive_int(top, "--top", maximum=1000)
     if as_json:
         click.echo(json.dumps(result.to_dict(top=n), indent=2))

@@ -94,7 +94,8 @@ def _resolve(records: dict, engine: str, backend: str, seen: tuple = ()) -> tupl
 
 
 def _policy() -> Policy:
-    p = load_records(profiles_dir() / "planner")["policy"]
+    records = load_records(profiles_dir() / "planner")
+    p = records["policy"]
     s = p["speed"]
     rules = tuple(Extrapolation(r["when"], float(r["factor"]), str(r["why"]), r.get("value"))
                   for r in s["extrapolation"])
@@ -104,7 +105,7 @@ def _policy() -> Policy:
     return Policy(float(band["pct"]), str(band["basis"]).strip(), float(s["transfer_floor_pct"]),
                   str(s["transfer_floor_basis"]), float(s["borrowed_backend_band_multiplier"]), rules,
                   float(s["pcie_fallback_gbps"]), {int(k): float(v) for k, v in s["pcie_gbps_per_lane"].items()},
-                  int(p["topology"]["gpus_per_node"]), needs)
+                  int(p["topology"]["gpus_per_node"]), needs, records.get("long_context") or {})
 
 
 def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:

@@ -49,6 +49,7 @@ class Policy:
     pcie_gbps_per_lane: dict[int, float]
     gpus_per_node: int
     device_support: tuple[DeviceNeed, ...] = ()
+    long_context: dict = field(default_factory=dict)   # profiles/planner/long_context.yaml (qfit/perf/depth.py)
 
     def device_need(self, precision: str, acc) -> DeviceNeed | None:
         """The rule that keeps `precision` off `acc`, if any."""

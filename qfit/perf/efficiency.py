@@ -114,11 +114,26 @@ def efficiency_for(engine: EngineProfile, backend: str, precision: str) -> Effic
         multi_gpu=engine.multi_gpu, allreduce_latency_us=dict(engine.allreduce_latency_us), error_band=band,
         source=str(entry.get("source", "")), calibrated=mult == 1.0 and bool(entry.get("fitted", False)),
         policy=engine.policy, format=_match_format(entry.get("formats", []), precision), notes=speed.notes)
-    return _apply_overlay(eff, engine)
+    return _apply_overlay(eff, engine, precision)
 
 
-def _apply_overlay(eff: Efficiency, engine: EngineProfile) -> Efficiency:
-    found = engine.overlays.get(eff.backend)
+FLOAT_WEIGHTS = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
+
+
+def overlay_key(backend: str, precision: str | None) -> str:
+    """The overlay entry a measurement of `precision` weights calibrates: the device family for float weights,
+    'family/format' for quantized ones (a GPTQ kernel's speed says nothing about how fast float weights run)."""
+    p = (precision or "").lower()
+    if not p or p in FLOAT_WEIGHTS:
+        return backend
+    return f"{backend}/{p.split('-')[0]}"
+
+
+def _apply_overlay(eff: Efficiency, engine: EngineProfile, precision: str) -> Efficiency:
+    """A quantized format takes its own entry, else the family's (host-level behaviour measured on float weights);
+    float weights take only the family's."""
+    key = overlay_key(eff.backend, precision)
+    found = engine.overlays.get(key) or engine.overlays.get(eff.backend)
     if not found:
         return eff
     note = (f"user calibration overlay {found.path}: decode x{found.decode:.3g}, prefill x{found.prefill:.3g} "

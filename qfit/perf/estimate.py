@@ -9,9 +9,10 @@ from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.model.spec import ModelSpec
 from qfit.model.tensors import TensorGroup
+from qfit.perf.depth import depth_band
 from qfit.perf.efficiency import Efficiency, widen
 from qfit.perf.roofline import Device, StepTime, decode_step, prefill
-from qfit.perf.workload import kv_dtype_bytes, shape_of, weight_traffic
+from qfit.perf.workload import attention_flops, kv_dtype_bytes, shape_of, weight_traffic
 from qfit.precision.weights import WeightBytes
 
 
@@ -155,12 +156,15 @@ def estimate_performance(spec: ModelSpec, groups: list[TensorGroup], weights: We
     if eff.overlay:
         breakdown["overlay_factors"] = {"decode": eff.decode_speed_factor, "prefill": eff.prefill_speed_factor,
                                         "path": eff.overlay}
+    band, depth_notes = depth_band(eff, max(context, 1), input_len, step.kv_bytes_per_gpu,
+                                   step.bytes_per_gpu, attention_flops(shape, max(context, 1)),
+                                   widened_band(eff, spec, groups, gpus))
     est = PerfEstimate(
         prefill_tokens_per_s=batch * max(input_len, 1) / pre_s, decode_tokens_per_s=1.0 / step_s,
         ttft_s=pre_s if input_len else 0.0, tpot_s=step_s, bound=step.bound,
         aggregate_tokens_per_s=batch / step_s, batch=batch,
-        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes),
-        error_band=widened_band(eff, spec, groups, gpus), breakdown=breakdown)
+        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes) + depth_notes,
+        error_band=band, breakdown=breakdown)
     if output_len:
         est.e2e_s = est.ttft_s + output_len * step_s
         est.e2e_tokens_per_s = output_len / est.e2e_s

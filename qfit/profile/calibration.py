@@ -15,6 +15,10 @@ Overlay format (YAML, one file per engine, in qfit.paths.overlay_dir(): ~/.confi
         sources: [{file: ..., created: ..., model: ..., precision: ..., qfit_commit: ...}]
         updated: 2026-11-22T17:00:00+00:00
 
+Runs of quantized weights go to their own entry, `<family>/<format>` (`cpu/gptq`, `cuda/awq`, ...): a GPTQ kernel's
+speed (GPTQModel's CPU kernel decodes at a few % of the plan) says nothing about float weights, so it must not move
+their plans; a quantized plan takes its format's entry, else the family's (qfit.perf.efficiency.overlay_key).
+
 A factor is the median of measured / predicted over every (profile, batch) or (profile, input length) point of that
 engine x family; the median resists the odd noisy run. Factors are relative to the predictions recorded in the
 profiles, i.e. to the reviewed profiles in profiles/engines/ when the planner applied no overlay (the planner should
@@ -39,6 +43,7 @@ from pathlib import Path
 from qfit.atomic import write_text
 from qfit.errors import QfitError
 from qfit.jsonfile import read_json
+from qfit.perf.efficiency import overlay_key
 
 # torch device kind -> engine backend, for results whose prediction named no accelerator
 _FAMILY_BY_KIND = {"cpu": "cpu", "cuda": "cuda", "mps": "metal"}
@@ -114,7 +119,7 @@ def collect_points(results: list[tuple[str, dict]]) -> dict:
             continue
         prior = pred.get("overlay_factors") or {}
         prior = prior if isinstance(prior, dict) else {}
-        g = groups[(_engine(path, res), family_of(res))]
+        g = groups[(_engine(path, res), overlay_key(family_of(res), (res.get("model") or {}).get("precision")))]
         decode = _pairs(path, comp.get("decode", []), "measured_tokens_per_s_per_seq",
                         "predicted_tokens_per_s_per_seq", _rate(path, "overlay decode", prior.get("decode", 1.0)))
         prefill = _pairs(path, comp.get("prefill", []), "measured_tokens_per_s", "predicted_tokens_per_s",

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from qfit.atomic import publish_dir
+from qfit.atomic import publish_dir, write_json
 from qfit.errors import QfitError
 from qfit.paths import cache_dir
 from qfit.quantize import checkpoint as ck
@@ -102,11 +102,11 @@ def _check_memory(layout: ModelLayout, job: QuantizeJob, dev: str):
 
 
 def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", force: bool = False,
-             progress=None, notify=None, trust_remote_code: bool = False):
+             progress=None, notify=None, trust_remote_code: bool = False, extra_json: dict | None = None):
     """Run a quantization end to end and return the QuantizeReport. `progress(total_layers)` returns a callback
     invoked with each finished layer index (the CLI draws a bar or plain lines with it); `notify(line)` receives the
     few lines meant for the terminal (time estimate, small-calibration warning, phases). Library output goes to
-    OUT/qfit-quantize.log (qfit.quantize.terminal)."""
+    OUT/qfit-quantize.log (qfit.quantize.terminal). `extra_json` {file name: data} is published with it."""
     from qfit.quantize.source import source_layout
     from qfit.quantize.terminal import LOG_NAME, capture_output, log_tail
 
@@ -141,6 +141,8 @@ def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", f
     try:
         with capture_output(tmp / LOG_NAME):
             report = _produce(model, tmp, out, job, dev, calib_text, timing, progress, say, trust_remote_code)
+        for name, data in (extra_json or {}).items():
+            write_json(tmp / name, data)
         publish_dir(tmp, out, force)
     except BaseException as exc:
         if not isinstance(exc, (QfitError, KeyboardInterrupt)):   # the log's context would vanish with the temp

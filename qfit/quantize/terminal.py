@@ -10,62 +10,12 @@ TTY, otherwise `PlainProgress`'s plain lines (one per layer at most every 30 s).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
-from pathlib import Path
+
+from qfit.stdio import capture_output, log_tail, terminal_stream  # noqa: F401  (shared with qfit profile)
 
 LOG_NAME = "qfit-quantize.log"
 PLAIN_INTERVAL_S = 30.0   # non-TTY: at most one progress line per this many seconds (plus the first and the last)
-
-
-def terminal_stream():
-    """A text stream to the terminal's stderr that survives `capture_output` (a dup of fd 2), or sys.stderr itself
-    when it has no descriptor (a test runner's capture object: then nothing at fd level is redirected away from it)."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        return sys.stderr
-    sys.stderr.flush()
-    return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                     errors="replace")
-
-
-@contextlib.contextmanager
-def capture_output(log_path: Path):
-    """Send everything written to fd 1/2 and sys.stdout/sys.stderr into log_path while the block runs."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-    saved = []
-    try:
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):
-                saved.append((fd, os.dup(fd)))
-                os.dup2(log.fileno(), fd)
-        old = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = log
-        try:
-            yield log
-        finally:
-            sys.stdout, sys.stderr = old
-            log.flush()
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-    finally:
-        log.close()
-
-
-def log_tail(log_path: Path, lines: int = 20) -> str:
-    """The last lines of the log (for an unexpected failure, whose context would otherwise vanish with the temp)."""
-    try:
-        text = Path(log_path).read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def duration(seconds: float) -> str:

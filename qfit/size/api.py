@@ -11,10 +11,12 @@ from qfit.errors import QfitError
 from qfit.hardware import Accelerator
 from qfit.model.params import ParamCounts, count_params
 from qfit.model.sources import LoadedModel
+from qfit.perf.pipeline import Internode
 from qfit.precision import Recipe
 from qfit.quality import QualityTable
 from qfit.size import rank
 from qfit.size.cost import CostParams
+from qfit.size.nodes import MAX_NODES
 from qfit.size.search import MAX_TOTAL_GPUS, Option, SearchResult, search
 from qfit.workload import Workload
 
@@ -39,6 +41,8 @@ class SizeResult:
     quality: QualityTable = field(default_factory=lambda: QualityTable({}))
     notes: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    max_nodes: int = 1
+    internode: Internode | None = None
 
     def to_dict(self, top: int = 10) -> dict:
         w = self.workload
@@ -52,6 +56,8 @@ class SizeResult:
             "search": {"accelerators": len(self.accelerators), "precisions": list(self.precisions),
                        "engines": list(self.engines) if self.engines else "auto",
                        "max_gpus_per_node": self.max_gpus_per_node, "max_total_gpus": self.max_total_gpus,
+                       "max_nodes_per_replica": self.max_nodes,
+                       "internode": self._link(),
                        "shapes_evaluated": self.found.evaluated, "feasible": len(self.found.options),
                        "seconds": self.seconds},
             "costs": {"hours_per_month": self.costs.hours_per_month, "months": self.costs.months,
@@ -70,6 +76,13 @@ class SizeResult:
         }
 
 
+    def _link(self) -> dict | None:
+        k = self.internode
+        if k is None or self.max_nodes == 1:
+            return None
+        return {"key": k.key, "name": k.name, "bandwidth_gbps": k.bandwidth_gbps, "latency_us": k.latency_us,
+                "source": k.source}
+
     def _infeasible(self) -> dict:
         """Accelerators with no feasible configuration -> the closest attempt's binding constraint."""
         ok = {o.acc.key for o in self.found.options}
@@ -81,7 +94,7 @@ class SizeResult:
         return out
 
 
-def _validate(w: Workload, max_gpus_per_node: int, max_total: int) -> None:
+def _validate(w: Workload, max_gpus_per_node: int, max_total: int, max_nodes: int, link: Internode | None) -> None:
     if w.concurrency < 1:
         raise QfitError(f"--concurrency must be at least 1 user, got {w.concurrency}")
     if w.rps is not None and not w.rps > 0:
@@ -98,6 +111,10 @@ def _validate(w: Workload, max_gpus_per_node: int, max_total: int) -> None:
             raise QfitError(f"{what} must be positive, got {v:g}")
     if not 1 <= max_gpus_per_node <= max_total:
         raise QfitError(f"--max-gpus-per-node must be between 1 and the GPU limit {max_total}, got {max_gpus_per_node}")
+    if not 1 <= max_nodes <= MAX_NODES:
+        raise QfitError(f"--max-nodes must be between 1 and {MAX_NODES}, got {max_nodes}")
+    if max_nodes > 1 and link is None:
+        raise QfitError("replicas over several nodes need the link between them (qfit.perf.pipeline.internode)")
 
 
 def _attach_performance(options: list[Option], w: Workload) -> None:
@@ -106,6 +123,17 @@ def _attach_performance(options: list[Option], w: Workload) -> None:
         if o.perf is None and o.speed is not None:
             o.perf = o.speed.estimate(batch=o.batch, input_len=w.prompt, context=w.decode_context,
                                       output_len=w.output_tokens)
+
+
+def _node_note(max_nodes: int, link: Internode | None, found: list[Option]) -> list[str]:
+    if max_nodes == 1:
+        return []
+    n = sum(o.nodes > 1 for o in found)
+    return [f"multi-node replicas (up to {max_nodes} nodes, {n} feasible): tensor parallel within a node, one pipeline "
+            f"stage per node over {link.name} ({link.bandwidth_gbps:g} GB/s, {link.latency_us:g} us per hop assumed), "
+            "as `qfit plan --nodes`; tried for replicas larger than one node's tensor-parallel group while they could "
+            "cost less than the accelerator's single-node options; speed band widened, no stage overlap credited; the network "
+            "(adapters, switches) is not in the cost"]
 
 
 def _notes(model: LoadedModel, res: SearchResult, w: Workload, found: list[Option]) -> list[str]:
@@ -134,13 +162,16 @@ def _notes(model: LoadedModel, res: SearchResult, w: Workload, found: list[Optio
 def size(model: LoadedModel, workload: Workload, accelerators: list[Accelerator], recipes: tuple[Recipe, ...],
          engines: EngineRegistry, *, quality: QualityTable, engine_names: tuple[str, ...] | None = None,
          kv_dtype: str | None = None, max_gpus_per_node: int = 8, max_total_gpus: int = MAX_TOTAL_GPUS,
-         costs: CostParams | None = None, top: int = 10, with_performance: bool = True) -> SizeResult:
-    """Search, rank by rent and TCO, Pareto frontier, explanation. Raises QfitError (one line) when nothing fits."""
+         costs: CostParams | None = None, top: int = 10, with_performance: bool = True, max_nodes: int = 1,
+         link: Internode | None = None) -> SizeResult:
+    """Search, rank by rent and TCO, Pareto frontier, explanation. Raises QfitError (one line) when nothing fits.
+    `max_nodes` > 1: replicas may also span up to that many nodes joined by `link` (qfit.size.nodes)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    _validate(workload, max_gpus_per_node, max_total_gpus)
+    _validate(workload, max_gpus_per_node, max_total_gpus, max_nodes, link)
     costs = costs or CostParams()
     res = search(model, workload, accelerators, recipes, engines, quality, engine_names=engine_names,
-                 kv_dtype=kv_dtype, max_gpus_per_node=max_gpus_per_node, max_total_gpus=max_total_gpus, costs=costs)
+                 kv_dtype=kv_dtype, max_gpus_per_node=max_gpus_per_node, max_total_gpus=max_total_gpus, costs=costs,
+                 max_nodes=max_nodes, link=link)
     t1, c1 = time.perf_counter(), time.process_time()
     if not res.options:
         raise QfitError(rank.impossible_message(res, workload))
@@ -154,4 +185,5 @@ def size(model: LoadedModel, workload: Workload, accelerators: list[Accelerator]
                "total_wall": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
     return SizeResult(model, count_params(model.spec), workload, tuple(r.name for r in recipes), engine_names,
                       accelerators, costs, max_gpus_per_node, max_total_gpus, res, rent, tco, front, chosen, cheaper,
-                      quality, _notes(model, res, workload, res.options), {k: round(v, 4) for k, v in seconds.items()})
+                      quality, _notes(model, res, workload, res.options) + _node_note(max_nodes, link, res.options),
+                      {k: round(v, 4) for k, v in seconds.items()}, max_nodes, link if max_nodes > 1 else None)

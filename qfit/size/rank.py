@@ -86,9 +86,18 @@ def explain_cheaper(res: SearchResult, chosen: Option, accelerators: list[Accele
                         "detail": "no precision x engine pair runs on it (see skipped)"})
             continue
         out.append({"accelerator": acc.short_name, "usd_per_gpu_hour": price, "constraint": f.constraint,
-                    "detail": f"{f.precision} ({f.engine}), {f.tp} GPU(s)/replica: {f.detail}",
+                    "detail": f"{f.precision} ({f.engine}), {f.shape.text}/replica: {f.detail}",
                     "shortfall": round(f.shortfall, 3)})
     return sorted(out, key=lambda d: d["usd_per_gpu_hour"])
+
+
+def _replicas(f: Failure) -> str:
+    return f"{f.tp}-GPU replicas" if f.nodes == 1 else f"replicas of {f.shape.text}"
+
+
+def _count(f: Failure) -> str:
+    name = f.acc.short_name
+    return f"{f.tp} x {name}" if f.nodes == 1 else f"{f.nodes} nodes x {f.tp} x {name} (TP{f.tp}xPP{f.nodes})"
 
 
 def impossible_message(res: SearchResult, w: Workload) -> str:
@@ -104,7 +113,7 @@ def impossible_message(res: SearchResult, w: Workload) -> str:
         if f.constraint == "speed":
             best = max((x for x in later if x.constraint == "speed"), key=lambda x: x.best)
             return (f"no configuration gives {w.min_tokens_per_s:g} tok/s per user at {w.concurrency} users: best is "
-                    f"{best.best:.1f} tok/s with {best.tp}-GPU replicas of {best.acc.short_name} at {best.precision} "
+                    f"{best.best:.1f} tok/s with {_replicas(best)} of {best.acc.short_name} at {best.precision} "
                     f"({best.engine}); lower --min-tokens-per-s or --concurrency")
         best = max((x for x in later if x.constraint == "throughput"), key=lambda x: x.best)
         return (f"no configuration within the GPU limit sustains {w.rps:g} req/s: best is {best.best:.2f} req/s on "
@@ -113,9 +122,9 @@ def impossible_message(res: SearchResult, w: Workload) -> str:
     if ttft:
         best = min(ttft, key=lambda f: f.best)
         return (f"no configuration reaches TTFT <= {w.max_ttft_s:g} s for a {w.prompt:,}-token prompt: best "
-                f"achievable is {best.best:.3g} s on {best.tp} x {best.acc.short_name} at {best.precision} "
+                f"achievable is {best.best:.3g} s on {_count(best)} at {best.precision} "
                 f"({best.engine}); relax --max-ttft or shorten --input-len")
     f = closest_failure(fails)
     return (f"nothing allowed holds the model for {w.concurrency} users at {w.context:,} tokens: closest is "
-            f"{f.acc.short_name} at {f.precision} ({f.engine}) with {f.tp} GPU(s)/replica, where {f.detail}; "
+            f"{f.acc.short_name} at {f.precision} ({f.engine}) with {f.shape.text}/replica, where {f.detail}; "
             f"try a lower precision, fewer users, a shorter context or larger accelerators")

@@ -11,7 +11,7 @@ from qfit.errors import QfitError
 from qfit.memory import GIB
 from qfit.units import fmt_count, fmt_tokens
 
-CSV_COLUMNS = ("accelerator", "gpus", "replicas", "gpus_per_replica", "precision", "engine", "batch_per_replica",
+CSV_COLUMNS = ("accelerator", "gpus", "replicas", "gpus_per_replica", "nodes_per_replica", "precision", "engine", "batch_per_replica",
                "max_batch_per_replica", "memory_per_gpu_gib", "decode_tokens_per_s_per_user", "ttft_s",
                "throughput_tokens_per_s", "capacity_rps", "rent_usd_per_hour", "usd_per_million_output_tokens",
                "tco_usd", "power_kw", "rack_units", "rent_price_date", "quality")
@@ -32,7 +32,7 @@ def csv_text(result) -> str:
     out.writerow(CSV_COLUMNS)
     for o in ranked + sorted(rest, key=lambda o: (o.gpus, o.acc.key, o.precision.name)):
         c = o.cost
-        out.writerow([o.acc.name, o.gpus, o.replicas, o.tp, o.precision.name, o.engine.name, o.batch, o.max_batch,
+        out.writerow([o.acc.name, o.gpus, o.replicas, o.shape.gpus, o.nodes, o.precision.name, o.engine.name, o.batch, o.max_batch,
                       f"{o.per_gpu_bytes / GIB:.2f}", f"{o.decode_tok_s:.2f}", f"{o.ttft_s:.4f}",
                       f"{o.throughput_tok_s:.1f}", "" if o.capacity_rps is None else f"{o.capacity_rps:.3f}",
                       "" if c.rent_usd_per_hour is None else f"{c.rent_usd_per_hour:.4f}",
@@ -64,7 +64,8 @@ def _row(o, kind: str) -> list[str]:
             "-" if c.power_kw is None else f"{c.power_kw:.2f}", "-" if c.rack_units is None else f"{c.rack_units:g}"]
 
 
-LEGEND = ("repl x GPU: replicas x GPUs each (tensor parallel); users/repl: users a replica serves / the most its "
+LEGEND = ("repl x GPU: replicas x GPUs each (tensor parallel); 1x(2x8): one replica over 2 nodes of 8 GPUs (tensor "
+          "parallel within a node, a pipeline stage per node); users/repl: users a replica serves / the most its "
           "memory holds at the context; GiB/GPU: memory per GPU; tok/s/user: decode per user at that load (error "
           "band); TTFT: one prompt on an idle replica; $/M tok: rent per million output tokens at full load; kW: "
           "TDP x GPUs; RU: rack units (- where the device profile has none)")
@@ -95,8 +96,9 @@ def print_size(r, top: int = 10, wide: bool = False) -> None:
     spec = r.model.spec
     console.print(f"[bold]{spec.name}[/] ({fmt_count(r.params.total)} params) — {_workload_line(r)}")
     s = r.seconds
+    nodes = f" x nodes 1-{r.max_nodes}" if r.max_nodes > 1 else ""
     console.print(f"[dim]searched {len(r.accelerators)} accelerators x {len(r.precisions)} precisions x TP 1-"
-                  f"{r.max_gpus_per_node} x replicas (<= {r.max_total_gpus} GPUs): {r.found.evaluated} replica shapes, "
+                  f"{r.max_gpus_per_node}{nodes} x replicas (<= {r.max_total_gpus} GPUs): {r.found.evaluated} replica shapes, "
                   f"{len(r.found.options)} feasible, in {s['search_wall']:.2f} s wall / {s['search_cpu']:.2f} s CPU[/]")
     if r.by_rent:
         _print_options(console, f"Cheapest to rent (top {min(top, len(r.by_rent))} of {len(r.by_rent)} priced)",

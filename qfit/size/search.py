@@ -1,9 +1,13 @@
-"""The sizing search (pure, over resolved objects): accelerator x GPUs per replica (tensor parallel) x replicas x
-recipe x engine -> every configuration that meets the workload, with the binding constraint of those that do not.
+"""The sizing search (pure, over resolved objects): accelerator x GPUs per replica (tensor parallel within a node,
+or pipeline parallel over several nodes) x replicas x recipe x engine -> every configuration that meets the workload,
+with the binding constraint of those that do not.
 
 What does not depend on the accelerator is computed once per recipe (weight bytes, the speed model's shape and weight
 traffic); memory is the planner's own Deployment (one formula for plan and size); for each accelerator x recipe x
 engine x TP the fewest replicas is found by a memory bound then a binary search on speed and throughput.
+
+Replicas over several nodes (qfit.size.nodes) use the Deployment(pp=) memory and the pipeline hops of `qfit plan
+--nodes`; they are searched where they could be cheaper than the accelerator's single-node configurations.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from qfit.memory import GIB
 from qfit.model.params import tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.perf.estimate import PerfEstimate
+from qfit.perf.pipeline import Internode
 from qfit.precision import Recipe, WeightBytes, parse_recipe
 from qfit.quality import Quality, QualityTable
 from qfit.size.cost import Cost, CostParams, cost_of
+from qfit.size.nodes import Layout, node_layouts
 from qfit.size.speed import ReplicaSpeed, SpeedInputs
 from qfit.workload import Workload
 
@@ -31,7 +37,8 @@ MAX_TOTAL_GPUS = 64
 
 @dataclass
 class Option:
-    """One configuration that meets every constraint: `replicas` x (`tp` GPUs tensor/layer parallel)."""
+    """One configuration that meets every constraint: `replicas` x (`nodes` x `tp` GPUs: tensor/layer parallel within
+    a node, one pipeline stage per node)."""
 
     acc: Accelerator
     precision: Recipe
@@ -51,10 +58,16 @@ class Option:
     cost: Cost | None = None
     perf: PerfEstimate | None = None   # the full estimate (band, assumptions) of the rows that are shown
     speed: ReplicaSpeed | None = field(default=None, repr=False)
+    nodes: int = 1                     # nodes per replica (pipeline stages)
+    internode: Internode | None = None   # the link between them (nodes > 1)
+
+    @property
+    def shape(self) -> Layout:
+        return Layout(self.nodes, self.tp)
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.replicas
+        return self.shape.gpus * self.replicas
 
     @property
     def decode_tok_s(self) -> float:
@@ -62,12 +75,14 @@ class Option:
 
     @property
     def label(self) -> str:
-        return f"{self.gpus} x {self.acc.short_name} ({self.layout}) {self.precision.name} ({self.engine.name})"
+        where = self.layout if self.nodes == 1 else f"{self.replicas} x [{self.shape.text}]"
+        return f"{self.gpus} x {self.acc.short_name} ({where}) {self.precision.name} ({self.engine.name})"
 
     @property
     def layout(self) -> str:
-        """'2x4' = 2 replicas of 4 GPUs each (tensor parallel, or layer split for llama.cpp/transformers)."""
-        return f"{self.replicas}x{self.tp}"
+        """'2x4' = 2 replicas of 4 GPUs each (tensor parallel, or layer split for llama.cpp/transformers); '1x(2x8)' =
+        1 replica over 2 nodes of 8 GPUs (tensor parallel within a node, a pipeline stage per node)."""
+        return f"{self.replicas}x{self.shape.short}"
 
     def headroom(self, w: Workload) -> dict:
         out = {"memory_per_gpu_gib": (self.budget_bytes - self.per_gpu_bytes) / GIB,
@@ -83,8 +98,9 @@ class Option:
 
     def to_dict(self, w: Workload) -> dict:
         return {
-            "accelerator": self.acc.name, "key": self.acc.key, "gpus": self.gpus, "gpus_per_replica": self.tp,
-            "replicas": self.replicas, "precision": self.precision.name, "engine": self.engine.name,
+            "accelerator": self.acc.name, "key": self.acc.key, "gpus": self.gpus,
+            "gpus_per_replica": self.shape.gpus, "replicas": self.replicas, **self.shape.to_dict(),
+            "internode": self.internode.key if self.internode else None, "precision": self.precision.name, "engine": self.engine.name,
             "batch_per_replica": self.batch, "max_batch_per_replica": self.max_batch,
             "memory_per_gpu_gib": round(self.per_gpu_bytes / GIB, 3), "budget_per_gpu_gib": round(self.budget_bytes / GIB, 3),
             "decode_tokens_per_s_per_user": round(self.decode_tok_s, 2), "tpot_s": round(self.tpot_s, 5),
@@ -107,10 +123,16 @@ class Failure:
     detail: str
     shortfall: float     # >= 1: how far from meeting the constraint (need / have)
     best: float | None = None   # best value reached for that constraint (tok/s, s, rps)
+    nodes: int = 1              # nodes per replica (tp GPUs each)
+
+    @property
+    def shape(self) -> Layout:
+        return Layout(self.nodes, self.tp)
 
     def to_dict(self) -> dict:
-        return {"accelerator": self.acc.name, "precision": self.precision, "engine": self.engine, "gpus_per_replica": self.tp,
-                "constraint": self.constraint, "detail": self.detail, "shortfall": round(self.shortfall, 3)}
+        return {"accelerator": self.acc.name, "precision": self.precision, "engine": self.engine,
+                "gpus_per_replica": self.shape.gpus, "nodes_per_replica": self.nodes, "constraint": self.constraint,
+                "detail": self.detail, "shortfall": round(self.shortfall, 3)}
 
 
 @dataclass
@@ -118,7 +140,7 @@ class SearchResult:
     options: list[Option]
     failures: list[Failure]
     skipped: list[str] = field(default_factory=list)     # accelerator x precision x engine pairs not evaluated, why
-    evaluated: int = 0                                   # accelerator x precision x engine x TP combinations
+    evaluated: int = 0                                   # accelerator x precision x engine x replica layouts
 
 
 @dataclass(frozen=True)
@@ -214,65 +236,95 @@ class _Evaluator:
         return hi
 
 
-def _option(ev: _Evaluator, acc, pd: _PrecisionData, eng, tp: int, r: int, quality: Quality) -> Option:
+def _option(ev: _Evaluator, acc, pd: _PrecisionData, eng, shape: Layout, r: int, quality: Quality,
+            link: Internode | None) -> Option:
     w = ev.w
     b = math.ceil(w.concurrency / r)
     tpot, cap = ev.metrics(r)
     thr = cap * w.output_tokens if cap is not None else r * b / tpot
     served = w.rps * w.output_tokens if w.rps else w.concurrency / tpot
-    return Option(acc, pd.precision, eng, tp, r, b, ev.bmax, ev.mem.per_gpu(w.context, b, w.prompt), ev.mem.budget,
-                  tpot, ev.ttft, cap, thr, served, quality, speed=ev.speed)
+    return Option(acc, pd.precision, eng, shape.tp, r, b, ev.bmax, ev.mem.per_gpu(w.context, b, w.prompt),
+                  ev.mem.budget, tpot, ev.ttft, cap, thr, served, quality, speed=ev.speed, nodes=shape.nodes,
+                  internode=link if shape.nodes > 1 else None)
 
 
-def _memory_failure(acc, pd, eng, tp, mem: Deployment, w: Workload, rmax: int, bmax: int) -> Failure:
-    budget = mem.budget
+def _memory_failure(acc, pd, eng, shape: Layout, mem: Deployment, w: Workload, rmax: int, bmax: int) -> Failure:
+    budget, n = mem.budget, shape.gpus
     if bmax == 0:
         need = mem.per_gpu(w.context, 1, w.prompt)
-        return Failure(acc, pd.precision.name, eng.name, tp, "memory",
-                       f"one user at {w.context:,} tokens needs {need / GIB:.1f} GiB per GPU on {tp} GPU(s), "
-                       f"{budget / GIB:.1f} GiB available", need / budget)
+        return Failure(acc, pd.precision.name, eng.name, shape.tp, "memory",
+                       f"one user at {w.context:,} tokens needs {need / GIB:.1f} GiB per GPU on {shape.text}, "
+                       f"{budget / GIB:.1f} GiB available", need / budget, nodes=shape.nodes)
     r_mem = math.ceil(w.concurrency / bmax)
-    return Failure(acc, pd.precision.name, eng.name, tp, "memory",
-                   f"{bmax} users fit per {tp}-GPU replica: {w.concurrency} users need {r_mem * tp} GPUs "
-                   f"(limit {rmax * tp})", r_mem / rmax)
+    what = f"{n}-GPU replica" if shape.nodes == 1 else f"replica of {shape.text}"
+    return Failure(acc, pd.precision.name, eng.name, shape.tp, "memory",
+                   f"{bmax} users fit per {what}: {w.concurrency} users need {r_mem * n} GPUs "
+                   f"(limit {rmax * n})", r_mem / rmax, nodes=shape.nodes)
 
 
-def _search_shape(w: Workload, model, acc, pd, eng, tp, kv_dtype, total: int, res: SearchResult,
-                  quality: QualityTable) -> None:
-    mem = Deployment.build(model, acc, tp, pd.precision, eng, kv_dtype, weights=pd.w)
-    rmax = max(1, min(total // tp, w.concurrency))
+def _search_shape(w: Workload, model, acc, pd, eng, shape: Layout, kv_dtype, total: int, res: SearchResult,
+                  quality: QualityTable, link: Internode | None = None) -> None:
+    n = shape.gpus
+    mem = Deployment.build(model, acc, n, pd.precision, eng, kv_dtype, weights=pd.w, pp=shape.nodes)
+    rmax = max(1, min(total // n, w.concurrency))
     bmax = mem.max_batch(w.context, w.prompt, cap=w.concurrency)
     if not bmax or math.ceil(w.concurrency / bmax) > rmax:
-        res.failures.append(_memory_failure(acc, pd, eng, tp, mem, w, rmax, bmax))
+        res.failures.append(_memory_failure(acc, pd, eng, shape, mem, w, rmax, bmax))
         return
     try:
-        speed = ReplicaSpeed(pd.speed, acc, pd.precision.name, eng, tp, mem.kv_dtype)
+        speed = ReplicaSpeed(pd.speed, acc, pd.precision.name, eng, shape.tp, mem.kv_dtype, pp=shape.nodes,
+                             link=link, act_bytes=mem.act_bytes)
     except QfitError as exc:
         res.skipped.append(f"{acc.short_name} {pd.precision.name} ({eng.name}): {exc}")
         return
     ev = _Evaluator(w, mem, speed, bmax)
+    fail = dict(nodes=shape.nodes)
     if w.max_ttft_s and ev.ttft > w.max_ttft_s:
-        res.failures.append(Failure(acc, pd.precision.name, eng.name, tp, "ttft",
+        res.failures.append(Failure(acc, pd.precision.name, eng.name, shape.tp, "ttft",
                                     f"TTFT {ev.ttft:.3g} s for a {w.prompt:,}-token prompt > {w.max_ttft_s:g} s",
-                                    ev.ttft / w.max_ttft_s, ev.ttft))
+                                    ev.ttft / w.max_ttft_s, ev.ttft, **fail))
         return
     r = ev.fewest_replicas(math.ceil(w.concurrency / bmax), rmax)
     if r is None:
         constraint, short, got = ev.failing(rmax)
         what = (f"{got:.1f} tok/s per user < {w.min_tokens_per_s:g}" if constraint == "speed"
                 else f"{got:.2f} req/s capacity < {w.rps:g}")
-        res.failures.append(Failure(acc, pd.precision.name, eng.name, tp, constraint,
-                                    f"{what} even at {rmax} replicas ({rmax * tp} GPUs)", short, got))
+        res.failures.append(Failure(acc, pd.precision.name, eng.name, shape.tp, constraint,
+                                    f"{what} even at {rmax} replicas ({rmax * n} GPUs)", short, got, **fail))
         return
-    res.options.append(_option(ev, acc, pd, eng, tp, r, quality.of(pd.precision.name)))
+    res.options.append(_option(ev, acc, pd, eng, shape, r, quality.of(pd.precision.name), link))
+
+
+def _search_nodes(w: Workload, model, acc, pd, eng, counts: list[int], kv_dtype, res: SearchResult, quality,
+                  nodes: _NodeSearch, start: int) -> None:
+    """Replicas over several nodes, smallest first, while one could still be cheaper than the configurations this
+    accelerator x precision x engine already has (options from index `start` on): see qfit.size.nodes."""
+    fewest = min((o.gpus for o in res.options[start:]), default=math.inf)
+    for shape in node_layouts(counts, nodes.max_nodes, nodes.max_gpus, model.spec.layers):
+        if shape.gpus >= fewest:
+            return
+        res.evaluated += 1
+        before = len(res.options)
+        _search_shape(w, model, acc, pd, eng, shape, kv_dtype, nodes.max_gpus, res, quality, nodes.link)
+        fewest = min([fewest, *(o.gpus for o in res.options[before:])])
+
+
+@dataclass(frozen=True)
+class _NodeSearch:
+    max_nodes: int
+    max_gpus: int
+    link: Internode | None
 
 
 def search(model: LoadedModel, w: Workload, accelerators: list[Accelerator], recipes: tuple[Recipe, ...],
            engines: EngineRegistry, quality: QualityTable, *, engine_names: tuple[str, ...] | None = None,
            kv_dtype: str | None = None, max_gpus_per_node: int = 8, max_total_gpus: int = MAX_TOTAL_GPUS,
-           costs: CostParams | None = None) -> SearchResult:
-    """Every accelerator x recipe x engine x TP shape, each with its fewest replicas that meet the workload."""
-    res = SearchResult([], [])
+           costs: CostParams | None = None, max_nodes: int = 1, link: Internode | None = None) -> SearchResult:
+    """Every accelerator x recipe x engine x TP shape (and, with `max_nodes` > 1, the multi-node replica layouts of
+    qfit.size.nodes over `link`), each with its fewest replicas that meet the workload."""
+    if max_nodes > 1 and link is None:
+        raise QfitError("a search over several nodes needs the link between them (qfit.perf.pipeline.internode)")
+    res, nodes = SearchResult([], []), _NodeSearch(max_nodes, max_total_gpus, link)
     pdata = _precision_data(model, recipes)
     stand_ins: dict[str, _PrecisionData] = {}
     requested = {r.name for r in recipes}
@@ -283,9 +335,12 @@ def search(model: LoadedModel, w: Workload, accelerators: list[Accelerator], rec
                 res.skipped.append(f"{acc.short_name} {pd.precision.name}: {engs}")
                 continue
             for eng in engs:
-                for tp in _tp_counts(model, acc, eng, max_gpus_per_node, max_total_gpus):
+                counts, start = _tp_counts(model, acc, eng, max_gpus_per_node, max_total_gpus), len(res.options)
+                for tp in counts:
                     res.evaluated += 1
-                    _search_shape(w, model, acc, pd, eng, tp, kv_dtype, max_total_gpus, res, quality)
+                    _search_shape(w, model, acc, pd, eng, Layout(1, tp), kv_dtype, max_total_gpus, res, quality)
+                if max_nodes > 1 and eng.tensor_parallel:     # multi-node ranks: vLLM, SGLang (as plan's check)
+                    _search_nodes(w, model, acc, pd, eng, counts, kv_dtype, res, quality, nodes, start)
     params = costs or CostParams()
     for o in res.options:
         o.cost = cost_of(o.acc, o.gpus, o.served_tok_s, params)
