@@ -50,6 +50,11 @@ VARIANTS = {
     "rtn-3b-g64": ("RTN 3-bit", dict(method="rtn", bits=3)),
     "gptq-old-3b": ("old defaults, 3-bit", dict(bits=3)),
     "gptq-mix-3b": ("mix, 3-bit", dict(calib="mix", bits=3)),
+    "gptq-mix-desc-act-3b": ("mix + desc_act (the defaults), 3-bit", dict(calib="mix", desc_act=True, bits=3)),
+    "gptq-mix-desc-act-mse-3b": ("mix + desc_act + scale search (mse norm 2.4, GPTQ's reference grid), 3-bit",
+                                 dict(calib="mix", desc_act=True, bits=3, mse=2.4)),
+    "gptq-mix-desc-act-16x256-3b": ("mix + desc_act, 16x256, 3-bit",
+                                    dict(calib="mix", desc_act=True, bits=3, nsamples=16)),
 }
 
 
@@ -66,14 +71,15 @@ def make_job(s: dict):
 
 
 def quantize_variant(gguf: str, out: Path, s: dict) -> dict:
-    """Write the checkpoint; true_sequential (not a qfit flag) reaches GPTQModel's QuantizeConfig by wrapping it."""
+    """Write the checkpoint; true_sequential and mse (not qfit flags) reach GPTQModel's QuantizeConfig by wrapping it."""
     import gptqmodel
 
     from qfit.quantize.run import quantize
 
     original = gptqmodel.QuantizeConfig
-    if not s["true_sequential"]:
-        gptqmodel.QuantizeConfig = functools.partial(original, true_sequential=False)
+    extra = ({} if s["true_sequential"] else {"true_sequential": False}) | ({"mse": s["mse"]} if s.get("mse") else {})
+    if extra:
+        gptqmodel.QuantizeConfig = functools.partial(original, **extra)
     try:
         report = quantize(gguf, out, make_job(s), device="cpu", force=True)
     finally:
