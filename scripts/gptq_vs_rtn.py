@@ -53,6 +53,7 @@ VARIANTS = {
     "gptq-mix-desc-act-3b": ("mix + desc_act (the defaults), 3-bit", dict(calib="mix", desc_act=True, bits=3)),
     "gptq-mix-desc-act-mse-3b": ("mix + desc_act + scale search (mse norm 2.4, GPTQ's reference grid), 3-bit",
                                  dict(calib="mix", desc_act=True, bits=3, mse=2.4)),
+    "gptq-mix-desc-act-mse": ("mix + desc_act + scale search (mse norm 2.4)", dict(calib="mix", desc_act=True, mse=2.4)),
     "gptq-mix-desc-act-16x256-3b": ("mix + desc_act, 16x256, 3-bit",
                                     dict(calib="mix", desc_act=True, bits=3, nsamples=16)),
 }
