@@ -68,17 +68,19 @@ def make_job(s: dict):
 
     return QuantizeJob.from_flags(bits=s["bits"], group_size=s["group_size"], desc_act=s["desc_act"], sym=s["sym"],
                                   method=s["method"], damp=s["damp"], nsamples=s["nsamples"], seqlen=s["seqlen"],
-                                  calib=s["calib"], heldout_windows=0)   # scored here, on more windows
+                                  calib=s["calib"], heldout_windows=0,   # scored here, on more windows
+                                  clip_search=bool(s.get("mse")) if s["method"] == "gptq" else None)
 
 
 def quantize_variant(gguf: str, out: Path, s: dict) -> dict:
-    """Write the checkpoint; true_sequential and mse (not qfit flags) reach GPTQModel's QuantizeConfig by wrapping it."""
+    """Write the checkpoint; true_sequential (not a qfit flag) reaches GPTQModel's QuantizeConfig by wrapping it; mse
+    (norm 2.4) is qfit's --clip-search."""
     import gptqmodel
 
     from qfit.quantize.run import quantize
 
     original = gptqmodel.QuantizeConfig
-    extra = ({} if s["true_sequential"] else {"true_sequential": False}) | ({"mse": s["mse"]} if s.get("mse") else {})
+    extra = {} if s["true_sequential"] else {"true_sequential": False}
     if extra:
         gptqmodel.QuantizeConfig = functools.partial(original, **extra)
     try:

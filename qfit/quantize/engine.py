@@ -116,7 +116,7 @@ def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], d
     # per-module choices (keep / overrides) reach GPTQModel as its `dynamic` rules, the same ones config.json carries
     dynamic = quantization_config(r, damp=job.damp, method=job.method, tool="").get("dynamic")
     qc = QuantizeConfig(bits=int(r.bits), group_size=r.group_size, desc_act=r.desc_act, sym=r.sym,
-                        damp_percent=job.damp, act_group_aware=False, offload_to_disk=False,
+                        damp_percent=job.damp, act_group_aware=False, offload_to_disk=False, mse=job.mse_norm,
                         **({"dynamic": dynamic} if dynamic else {}))
     from qfit.loading import safe_model_dir
 

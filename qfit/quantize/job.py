@@ -35,6 +35,13 @@ CALIBRATION_WHY = {
 # measured to beat RTN on all three held-out domains (8 x 256 mixed, with act-order): the run says so before starting.
 MIN_CALIBRATION_TOKENS = 2048
 DEFAULT_DAMP = 0.01
+# GPTQ's clipping search (GPTQModel `mse`; the GPTQ reference code's Quantizer(mse=True, norm=2.4, grid=100,
+# maxshrink=0.8)): per group, the scale of the shrunk range (80 steps of 1 %) with the least |w - q(w)|^2.4 error
+# instead of the min-max range. At 3-bit it took GPTQ from losing to RTN on encyclopedia text (180.1 vs 145.3) to
+# 47.1/57.7/23.9 vs 140.6/145.3/92.5 on news/encyclopedia/Python docs (benchmarks/results/gptq_vs_rtn.md), for about
+# twice the CPU time of the run (profiles/quantize/time.yaml `clip_search_ns_per_weight_step`).
+CLIP_SEARCH_NORM = 2.4
+CLIP_SEARCH_STEPS = 80
 # Held-out perplexity after the run (qfit.quantize.heldout): 512-token windows per domain; each costs one forward
 # pass of the float-sized model per model scored (float, checkpoint, and RTN with --compare-rtn).
 HELDOUT_WINDOWS = 1
@@ -75,6 +82,7 @@ class QuantizeJob:
     calibration_size: str = "given"      # "given", or "auto: cpu default"/"auto: gpu default" from for_device
     heldout_windows: int = HELDOUT_WINDOWS   # per domain, for the report's held-out perplexity (0: skip it)
     compare_rtn: bool = False            # also score the RTN checkpoint of the same recipe (GPTQ runs)
+    clip_search: bool = False            # GPTQ's per-group clipping search (CLIP_SEARCH_NORM); on by default for gptq
     group_choice: str = "given"          # "given", "auto" (until the layout is known), or why auto chose its size
 
     @classmethod
@@ -82,10 +90,12 @@ class QuantizeJob:
                    keep: tuple[str, ...] = (), overrides: tuple[Override, ...] = (), method: str = "gptq",
                    damp: float = DEFAULT_DAMP, nsamples: int | str | None = None,
                    seqlen: int | str | None = None, calib: str = DEFAULT_CALIB,
-                   heldout_windows: int = HELDOUT_WINDOWS, compare_rtn: bool = False) -> QuantizeJob:
+                   heldout_windows: int = HELDOUT_WINDOWS, compare_rtn: bool = False,
+                   clip_search: bool | None = None) -> QuantizeJob:
         # act-order on by default for GPTQ: with it, 8 x 256 mixed tokens beat RTN on all three held-out domains at
         # 4-bit; without it they lost on two (benchmarks/results/gptq_vs_rtn.md). RTN has no activation order.
         desc_act = method == "gptq" if desc_act is None else desc_act
+        clip_search = method == "gptq" if clip_search is None else clip_search
         auto = group_size is None
         if not auto and group_size not in GROUP_SIZES["gptq"]:
             raise QfitError(f"--group-size {group_size} is not supported: choose one of "
@@ -93,7 +103,8 @@ class QuantizeJob:
         recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=desc_act,
                              keep=tuple(keep), overrides=tuple(overrides))
         job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib,
-                  group_choice="auto" if auto else "given", heldout_windows=heldout_windows, compare_rtn=compare_rtn)
+                  group_choice="auto" if auto else "given", heldout_windows=heldout_windows, compare_rtn=compare_rtn,
+                  clip_search=clip_search)
         job.validate()
         return job
 
@@ -115,6 +126,14 @@ class QuantizeJob:
             raise QfitError("--compare-rtn needs held-out windows (--heldout N, N >= 1)")
         if self.method == "rtn" and self.recipe.desc_act:
             raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
+        if self.method == "rtn" and self.clip_search:
+            raise QfitError("--clip-search is part of GPTQ's quantizer here: use --method gptq (RTN rounds the "
+                            "min-max range)")
+
+    @property
+    def mse_norm(self) -> float:
+        """GPTQModel's `mse` setting: the clipping search's error norm, 0 for none."""
+        return CLIP_SEARCH_NORM if self.clip_search else 0.0
 
     def for_device(self, device: str) -> QuantizeJob:
         """The job with "auto" calibration sizes replaced by the device's defaults (AUTO_CALIBRATION)."""
@@ -148,7 +167,8 @@ class QuantizeJob:
                 "sym": r.sym, "keep": list(r.keep), "overrides": r.to_dict()["overrides"], "damp": self.damp,
                 "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib,
                 "calibration_size": self.calibration_size, "group_size_choice": self.group_choice,
-                "heldout_windows": self.heldout_windows, "compare_rtn": self.compare_rtn}
+                "heldout_windows": self.heldout_windows, "compare_rtn": self.compare_rtn,
+                "clip_search": {"norm": CLIP_SEARCH_NORM, "steps": CLIP_SEARCH_STEPS} if self.clip_search else None}
 
 
 @dataclass(frozen=True)

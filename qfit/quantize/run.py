@@ -17,6 +17,7 @@ from qfit.paths import cache_dir
 from qfit.quantize import checkpoint as ck
 from qfit.quantize.job import (
     CALIBRATION_WHY,
+    CLIP_SEARCH_STEPS,
     ModelLayout,
     QuantizeJob,
     check_shapes,
@@ -170,7 +171,8 @@ def time_estimate(model: str, layout: ModelLayout | None, job: QuantizeJob, dev:
                          float_gb=layout.float_bytes / 1e9, nsamples=job.nsamples, seqlen=job.seqlen,
                          convert_gb=layout.float_bytes / 1e9 if gguf_needs_conversion(model) else 0.0,
                          compile_kernel=dev == "cpu" and job.method == "gptq"
-                         and not (jit_dir / "pack_block_cpu").is_dir())
+                         and not (jit_dir / "pack_block_cpu").is_dir(),
+                         clip_search_steps=CLIP_SEARCH_STEPS if job.clip_search else 0)
 
 
 def _estimate_line(timing, job: QuantizeJob, dev: str, have_layout: bool) -> str:
