@@ -50,10 +50,10 @@ VARIANTS = {
     "rtn-3b-g64": ("RTN 3-bit", dict(method="rtn", bits=3)),
     "gptq-old-3b": ("old defaults, 3-bit", dict(bits=3)),
     "gptq-mix-3b": ("mix, 3-bit", dict(calib="mix", bits=3)),
-    "gptq-mix-desc-act-3b": ("mix + desc_act (the defaults), 3-bit", dict(calib="mix", desc_act=True, bits=3)),
-    "gptq-mix-desc-act-mse-3b": ("mix + desc_act + scale search (mse norm 2.4, GPTQ's reference grid), 3-bit",
+    "gptq-mix-desc-act-3b": ("mix + desc_act, 3-bit", dict(calib="mix", desc_act=True, bits=3)),
+    "gptq-mix-desc-act-mse-3b": ("the defaults, 3-bit: mix + desc_act + clipping search (mse norm 2.4)",
                                  dict(calib="mix", desc_act=True, bits=3, mse=2.4)),
-    "gptq-mix-desc-act-mse": ("mix + desc_act + scale search (mse norm 2.4)", dict(calib="mix", desc_act=True, mse=2.4)),
+    "gptq-mix-desc-act-mse": ("the defaults: mix + desc_act + clipping search (mse norm 2.4)", dict(calib="mix", desc_act=True, mse=2.4)),
     "gptq-mix-desc-act-16x256-3b": ("mix + desc_act, 16x256, 3-bit",
                                     dict(calib="mix", desc_act=True, bits=3, nsamples=16)),
 }
