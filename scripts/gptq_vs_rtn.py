@@ -54,6 +54,10 @@ VARIANTS = {
     "gptq-mix-desc-act-mse-3b": ("the defaults, 3-bit: mix + desc_act + clipping search (mse norm 2.4)",
                                  dict(calib="mix", desc_act=True, bits=3, mse=2.4)),
     "gptq-mix-desc-act-mse": ("the defaults: mix + desc_act + clipping search (mse norm 2.4)", dict(calib="mix", desc_act=True, mse=2.4)),
+    "gptq-static-act-mse": ("the defaults: mix + static act-order + clipping search",
+                            dict(calib="mix", desc_act=True, mse=2.4)),
+    "gptq-static-act-mse-3b": ("the defaults, 3-bit: mix + static act-order + clipping search",
+                               dict(calib="mix", desc_act=True, mse=2.4, bits=3)),
     "gptq-mix-desc-act-16x256-3b": ("mix + desc_act, 16x256, 3-bit",
                                     dict(calib="mix", desc_act=True, bits=3, nsamples=16)),
 }

@@ -82,7 +82,10 @@ def test_default_calibration_is_the_mix():
     job = QuantizeJob.from_flags().for_device("cpu")
     assert job.calib == "mix" and calibration_parts(job.calib) == list(MIXES["mix"]) and len(MIXES["mix"]) == 3
     assert MIN_CALIBRATION_TOKENS == job.nsamples * job.seqlen   # the CPU default: measured to beat RTN
-    assert job.recipe.desc_act and not QuantizeJob.from_flags(method="rtn").recipe.desc_act
+    rtn = QuantizeJob.from_flags(method="rtn")
+    assert job.act_order and job.clip_search and not rtn.act_order and not rtn.clip_search
+    # static act-order: the written checkpoint says desc_act false (vLLM 0.33 refuses group act-order)
+    assert not job.recipe.desc_act and job.to_dict()["act_order"] == "static" and rtn.to_dict()["act_order"] is None
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -40,7 +40,7 @@ def narrative_windows(smollm2_dir):
 def test_gptq_defaults_beat_rtn_outside_the_calibration_domains(smollm2_dir, tmp_path, narrative_windows):
     ppl = {}
     for method in ("gptq", "rtn"):
-        job = QuantizeJob.from_flags(method=method, heldout_windows=0)   # every other setting at its default
+        job = QuantizeJob.from_flags(method=method, group_size=None, heldout_windows=0)   # the CLI defaults (auto group)
         report = quantize(str(smollm2_dir), tmp_path / method, job, device="cpu")
         assert report.recipe["group_size"] == 64 and report.recipe["calib"] == "mix"
         ppl[method] = checkpoint_perplexity(tmp_path / method, narrative_windows)["narrative"]["ppl"]

@@ -83,6 +83,7 @@ class QuantizeJob:
     heldout_windows: int = HELDOUT_WINDOWS   # per domain, for the report's held-out perplexity (0: skip it)
     compare_rtn: bool = False            # also score the RTN checkpoint of the same recipe (GPTQ runs)
     clip_search: bool = False            # GPTQ's per-group clipping search (CLIP_SEARCH_NORM); on by default for gptq
+    act_order: bool = False              # GPTQ columns in activation order with static groups (see from_flags)
     group_choice: str = "given"          # "given", "auto" (until the layout is known), or why auto chose its size
 
     @classmethod
@@ -94,17 +95,23 @@ class QuantizeJob:
                    clip_search: bool | None = None) -> QuantizeJob:
         # act-order on by default for GPTQ: with it, 8 x 256 mixed tokens beat RTN on all three held-out domains at
         # 4-bit; without it they lost on two (benchmarks/results/gptq_vs_rtn.md). RTN has no activation order.
-        desc_act = method == "gptq" if desc_act is None else desc_act
+        # It is *static* act-order: columns are solved in activation order but each group's scale is fixed from the
+        # contiguous columns i // group_size (GPTQModel static_groups), so g_idx stays trivial and the checkpoint is
+        # desc_act=false to its readers: vLLM 0.33 refuses desc_act=true with groups ("group activation ordering is
+        # no longer supported. Use a checkpoint with static activation ordering"; quantization/utils/gptq_utils.py).
+        act_order = method == "gptq" if desc_act is None else desc_act
+        if act_order and method == "rtn":
+            raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
         clip_search = method == "gptq" if clip_search is None else clip_search
         auto = group_size is None
         if not auto and group_size not in GROUP_SIZES["gptq"]:
             raise QfitError(f"--group-size {group_size} is not supported: choose one of "
                             f"{', '.join(map(str, GROUP_SIZES['gptq']))} (-1 = one group per column)")
-        recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=desc_act,
+        recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=False,
                              keep=tuple(keep), overrides=tuple(overrides))
         job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib,
                   group_choice="auto" if auto else "given", heldout_windows=heldout_windows, compare_rtn=compare_rtn,
-                  clip_search=clip_search)
+                  clip_search=clip_search, act_order=act_order)
         job.validate()
         return job
 
@@ -168,7 +175,8 @@ class QuantizeJob:
                 "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib,
                 "calibration_size": self.calibration_size, "group_size_choice": self.group_choice,
                 "heldout_windows": self.heldout_windows, "compare_rtn": self.compare_rtn,
-                "clip_search": {"norm": CLIP_SEARCH_NORM, "steps": CLIP_SEARCH_STEPS} if self.clip_search else None}
+                "clip_search": {"norm": CLIP_SEARCH_NORM, "steps": CLIP_SEARCH_STEPS} if self.clip_search else None,
+                "act_order": "static" if self.act_order else None}
 
 
 @dataclass(frozen=True)
