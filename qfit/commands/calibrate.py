@@ -19,9 +19,16 @@ import click
               help="Fold in results whose speed measurement was flagged unreliable (or never assessed).")
 @click.option("--reset", is_flag=True, help="Undo the last calibration: restore the overlay it replaced, or remove it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit (or the reset) as JSON.")
-def calibrate(results, out, dry_run, accept_unreliable, reset, as_json):
-    """Fold profile.json RESULTS (files or --out folders) into engine efficiency overlays, showing the error
-    before/after and what the factors change in a few reference plans before writing.
+@click.option("--gpu", help="Device of imported benchmark files that do not record it (vllm bench serve, GuideLLM); "
+                            "overrides the file's (llama-bench). `cpu`: this machine's CPU.")
+@click.option("--engine", help="Engine that served imported vllm bench serve / GuideLLM runs (vllm, sglang, ...).")
+@click.option("--model", "model_ref", help="Model of imported files, when the recorded id or path does not resolve.")
+@click.option("--precision", help="Precision of imported runs (default: the file's, else the checkpoint's dtype).")
+def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, engine, model_ref, precision):
+    """Fold RESULTS into engine efficiency overlays, showing the error before/after and what the factors change in a
+    few reference plans before writing. RESULTS are profile.json files (or `qfit profile --out` folders), or the
+    JSON of `vllm bench serve --save-result`, GuideLLM (`--output kind=json`) or `llama-bench -o json`, told apart by
+    content; each imported point is planned with the same inputs and shown predicted vs measured.
 
     Results whose speed was flagged unreliable by `qfit profile` are refused unless --accept-unreliable is given.
     The repository's reviewed profiles (profiles/engines/) are never edited: factors go to a user overlay, and
@@ -35,11 +42,13 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json):
         return _reset(out, dry_run, as_json)
     if not results:
         raise QfitError("no RESULTS: pass profile.json files or `qfit profile --out` folders (or --reset)")
+    from qfit.calibrate_import.mapping import Flags, read_all
     from qfit.paths import overlay_dir
-    from qfit.profile.calibration import fit, read_results, write_overlay
+    from qfit.profile.calibration import fit, write_overlay
     from qfit.profile.calibration_preview import preview
 
-    fits = fit(read_results(list(results)), accept_unreliable=accept_unreliable)
+    loaded, imported = read_all(list(results), Flags(gpu, engine, model_ref, precision))
+    fits = fit(loaded, accept_unreliable=accept_unreliable)
     if out and len({f["engine"] for f in fits}) > 1:
         raise QfitError("--out names one file but the results cover several engines: calibrate one engine at a time")
     for f in fits:
@@ -50,16 +59,18 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json):
             path = Path(out) if out else overlay_dir() / f"{f['engine']}.yaml"
             written.append(str(write_overlay(f, path)))
     if as_json:
-        click.echo(json.dumps({"fits": fits, "written": written}, indent=2))
+        click.echo(json.dumps({"fits": fits, "written": written, "imported": imported}, indent=2))
         return
-    _render(fits, written, dry_run)
+    _render(fits, written, dry_run, imported)
 
 
-def _render(fits: list[dict], written: list[str], dry_run: bool) -> None:
+def _render(fits: list[dict], written: list[str], dry_run: bool, imported: list[dict]) -> None:
     from qfit.tables import Col, print_table
     from qfit.tables import console as make_console
 
     console = make_console()
+    if imported:
+        _print_imported(console, imported)
     rows = [[f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
              f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %"]
             for f in fits for key in ("decode", "prefill") if f[key]]
@@ -76,6 +87,20 @@ def _render(fits: list[dict], written: list[str], dry_run: bool) -> None:
         click.echo(f"wrote {p} (undo: qfit calibrate --reset)")
     if dry_run:
         click.echo("dry run: nothing written")
+
+
+def _print_imported(console, imported: list[dict]) -> None:
+    from qfit.tables import Col, print_table
+
+    def cell(r, what):
+        m, p = r.get(f"measured_{what}"), r.get(f"predicted_{what}")
+        return "" if m is None else f"{m:,.1f} / {p:,.1f} ({100 * (p / m - 1):+.0f} %)"
+    rows = [[r["tool"], r["label"], str(r["batch"]), f"{r['input_len']}/{r['output_len']}",
+             cell(r, "prefill_tokens_per_s"), cell(r, "decode_tokens_per_s_per_seq")] for r in imported]
+    cols = [Col("tool", "left", drop=2), Col("run", "left"), Col("batch", drop=1), Col("in/out tokens", drop=1),
+            Col("prefill tok/s meas / plan"), Col("decode tok/s/seq meas / plan")]
+    print_table(console, cols, rows, title="imported measurements vs the plan for the same inputs (overlays in force "
+                "now; % = plan/measured - 1)")
 
 
 def _print_preview(console, f: dict) -> None:
