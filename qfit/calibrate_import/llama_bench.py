@@ -32,8 +32,7 @@ def precision_of(path: str, model_type: str) -> str:
 
 
 def device_of(row: dict) -> str | None:
-    on_gpu = row.get("backends") not in (None, "CPU") and isinstance(row.get("n_gpu_layers"), int) \
-        and row["n_gpu_layers"] > 0
+    on_gpu = row.get("backends") not in (None, "CPU") and row.get("n_gpu_layers") != 0    # -1 (default): all
     name = row.get("gpu_info") if on_gpu else row.get("cpu_info")
     return name.split(",")[0].strip() or None if isinstance(name, str) else None
 

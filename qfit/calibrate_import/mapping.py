@@ -70,7 +70,7 @@ def _new_group(engine: str, device: str, plan, m: Measurement) -> dict:
     d = plan.to_dict()
     overlay = d["performance"]["breakdown"].get("overlay_factors")
     return {"schema": "qfit.import/1", "created": None, "backend": engine, "device": {"name": device},
-            "model": {"path": d["model"], "precision": d["precision"]}, "qfit": {},
+            "model": {"path": d["model"]["name"], "precision": d["precision"]}, "qfit": {},
             "prediction": {"available": True, "accelerator": d["accelerator"],
                            **({"overlay_factors": overlay} if overlay else {})},
             "comparison": {"decode": [], "prefill": []}, "imported": {"tool": m.tool, "rows": []}, "_cvs": []}
@@ -99,7 +99,8 @@ def to_results(path: str, measurements: list[Measurement], flags: Flags) -> list
         except QfitError as exc:
             raise QfitError(f"{path}: {exc}") from None
         d = plan.to_dict()
-        g = groups.setdefault((d["model"], d["precision"], acc.key, engine), _new_group(engine, device, plan, m))
+        g = groups.setdefault((d["model"]["name"], d["precision"], acc.key, engine),
+                              _new_group(engine, device, plan, m))
         row = _row(path, m, plan)
         g["imported"]["rows"].append(row)
         if "measured_decode_tokens_per_s_per_seq" in row:
