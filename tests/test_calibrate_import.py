@@ -137,7 +137,7 @@ def test_calibrating_from_vllm_bench_moves_the_plan(cfg):
     assert "max_concurrency 1" in res.output and "wrote" in res.output
     dec1, pre1 = rates()
     # measured decode 140.7 tok/s beat the plan (~112): plans get faster; measured prefill lagged: slower
-    assert dec1 == pytest.approx(dec0 * (1000 / 7.105) / dec0, rel=1e-3) and dec1 > dec0
+    assert dec1 == pytest.approx(1000 / 7.105, rel=1e-3) and dec1 > dec0 * 1.2
     assert pre1 < pre0
 
 

@@ -78,7 +78,9 @@ def _new_group(engine: str, device: str, plan, m: Measurement) -> dict:
 
 def _row(path: str, m: Measurement, plan) -> dict:
     perf = plan.performance
-    row = {"file": path, "tool": m.tool, "label": m.label, "batch": m.batch, "input_len": m.input_len,
+    d = plan.to_dict()
+    row = {"file": path, "tool": m.tool, "label": m.label, "engine": d["engine"], "device": d["accelerator"]["name"],
+           "model": d["model"]["name"], "precision": d["precision"], "batch": m.batch, "input_len": m.input_len,
            "output_len": m.output_len}
     if m.decode_tokens_per_s_per_seq is not None:
         row |= {"measured_decode_tokens_per_s_per_seq": round(m.decode_tokens_per_s_per_seq, 3),

@@ -24,7 +24,8 @@ import click
 @click.option("--engine", help="Engine that served imported vllm bench serve / GuideLLM runs (vllm, sglang, ...).")
 @click.option("--model", "model_ref", help="Model of imported files, when the recorded id or path does not resolve.")
 @click.option("--precision", help="Precision of imported runs (default: the file's, else the checkpoint's dtype).")
-def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, engine, model_ref, precision):
+@click.option("--wide", is_flag=True, help="Show every table column, whatever the terminal width.")
+def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, engine, model_ref, precision, wide):
     """Fold RESULTS into engine efficiency overlays, showing the error before/after and what the factors change in a
     few reference plans before writing. RESULTS are profile.json files (or `qfit profile --out` folders), or the
     JSON of `vllm bench serve --save-result`, GuideLLM (`--output kind=json`) or `llama-bench -o json`, told apart by
@@ -61,25 +62,25 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, eng
     if as_json:
         click.echo(json.dumps({"fits": fits, "written": written, "imported": imported}, indent=2))
         return
-    _render(fits, written, dry_run, imported)
+    _render(fits, written, dry_run, imported, wide)
 
 
-def _render(fits: list[dict], written: list[str], dry_run: bool, imported: list[dict]) -> None:
+def _render(fits: list[dict], written: list[str], dry_run: bool, imported: list[dict], wide: bool) -> None:
     from qfit.tables import Col, print_table
     from qfit.tables import console as make_console
 
-    console = make_console()
+    console = make_console(wide=wide)
     if imported:
-        _print_imported(console, imported)
+        _print_imported(console, imported, wide)
     rows = [[f["engine"], f["family"], key, str(f[key]["points"]), f"{f[key]['factor']:.3f}",
              f"{f[key]['error_before_pct']:.1f} %", f"{f[key]['error_after_pct']:.1f} %"]
             for f in fits for key in ("decode", "prefill") if f[key]]
     cols = [Col("engine", "left"), Col("family", "left"), Col("figure", "left"), Col("points", drop=1),
             Col("factor"), Col("error before", drop=2), Col("error after")]
-    print_table(console, cols, rows, title="speed calibration (factor = median measured/predicted; error = median "
+    print_table(console, cols, rows, wide=wide, title="speed calibration (factor = median measured/predicted; error = median "
                 "|pred/meas - 1|)")
     for f in fits:
-        _print_preview(console, f)
+        _print_preview(console, f, wide)
         for s in f["sources"]:
             if s["measurement"] != "reliable":
                 console.print(f"note: {s['file']} {s['measurement']}", markup=False)
@@ -89,7 +90,7 @@ def _render(fits: list[dict], written: list[str], dry_run: bool, imported: list[
         click.echo("dry run: nothing written")
 
 
-def _print_imported(console, imported: list[dict]) -> None:
+def _print_imported(console, imported: list[dict], wide: bool) -> None:
     from qfit.tables import Col, print_table
 
     def cell(r, what):
@@ -99,11 +100,11 @@ def _print_imported(console, imported: list[dict]) -> None:
              cell(r, "prefill_tokens_per_s"), cell(r, "decode_tokens_per_s_per_seq")] for r in imported]
     cols = [Col("tool", "left", drop=2), Col("run", "left"), Col("batch", drop=1), Col("in/out tokens", drop=1),
             Col("prefill tok/s meas / plan"), Col("decode tok/s/seq meas / plan")]
-    print_table(console, cols, rows, title="imported measurements vs the plan for the same inputs (overlays in force "
+    print_table(console, cols, rows, wide=wide, title="imported measurements vs the plan for the same inputs (overlays in force "
                 "now; % = plan/measured - 1)")
 
 
-def _print_preview(console, f: dict) -> None:
+def _print_preview(console, f: dict, wide: bool) -> None:
     from qfit.tables import Col, print_table
 
     pv = f["preview"]
@@ -118,7 +119,7 @@ def _print_preview(console, f: dict) -> None:
                              f"{b['decode_tokens_per_s']:,.2f} -> {a['decode_tokens_per_s']:,.2f}"])
     cols = [Col("model", "left"), Col("precision", "left"), Col("batch", drop=2), Col("in/out tokens", drop=1),
             Col("prefill tok/s"), Col("decode tok/s/seq")]
-    print_table(console, cols, rows, title=f"{f['engine']} on {pv['accelerator']}: reference plans, tokens/s before "
+    print_table(console, cols, rows, wide=wide, title=f"{f['engine']} on {pv['accelerator']}: reference plans, tokens/s before "
                 "-> after this fit")
     if pv.get("reason"):
         console.print(pv["reason"], markup=False)
