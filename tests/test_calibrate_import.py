@@ -123,6 +123,11 @@ def test_imported_files_map_to_plans_and_show_predicted_vs_measured(cfg):
     assert fit["decode"]["factor"] == pytest.approx((1000 / 7.105) / plan.performance.decode_tokens_per_s)
     assert fit["decode"]["error_after_pct"] == pytest.approx(0, abs=1e-9)
     assert fit["sources"][0]["tool"] == "vllm bench serve"
+    # one point per figure: with its own factor the plan meets the measurement exactly
+    assert row["after_decode_tokens_per_s_per_seq"] == pytest.approx(1000 / 7.105, abs=1e-3)
+    assert row["after_prefill_tokens_per_s"] == pytest.approx(1024 / 0.0382, rel=1e-4)
+    assert (row["engine"], row["device"], row["model"], row["precision"]) == \
+        ("vllm", "NVIDIA H100 SXM", "llama-3.1-8b", "bf16")
     assert not cfg.exists()                                            # dry run
 
 

@@ -76,10 +76,13 @@ def _new_group(engine: str, device: str, plan, m: Measurement) -> dict:
             "comparison": {"decode": [], "prefill": []}, "imported": {"tool": m.tool, "rows": []}, "_cvs": []}
 
 
-def _row(path: str, m: Measurement, plan) -> dict:
+def _row(path: str, m: Measurement, plan, device: str) -> dict:
+    from qfit.perf.efficiency import overlay_key
+
     perf = plan.performance
     d = plan.to_dict()
     row = {"file": path, "tool": m.tool, "label": m.label, "engine": d["engine"], "device": d["accelerator"]["name"],
+           "device_ref": device, "family": overlay_key(d["accelerator"]["backend"], d["precision"]),
            "model": d["model"]["name"], "precision": d["precision"], "batch": m.batch, "input_len": m.input_len,
            "output_len": m.output_len}
     if m.decode_tokens_per_s_per_seq is not None:
@@ -103,7 +106,7 @@ def to_results(path: str, measurements: list[Measurement], flags: Flags) -> list
         d = plan.to_dict()
         g = groups.setdefault((d["model"]["name"], d["precision"], acc.key, engine),
                               _new_group(engine, device, plan, m))
-        row = _row(path, m, plan)
+        row = _row(path, m, plan, device)
         g["imported"]["rows"].append(row)
         if "measured_decode_tokens_per_s_per_seq" in row:
             g["comparison"]["decode"].append({"batch": m.batch, "measured_tokens_per_s_per_seq":

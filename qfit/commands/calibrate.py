@@ -46,7 +46,7 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, eng
     from qfit.calibrate_import.mapping import Flags, read_all
     from qfit.paths import overlay_dir
     from qfit.profile.calibration import fit, write_overlay
-    from qfit.profile.calibration_preview import preview
+    from qfit.profile.calibration_preview import imported_after, preview
 
     loaded, imported = read_all(list(results), Flags(gpu, engine, model_ref, precision))
     fits = fit(loaded, accept_unreliable=accept_unreliable)
@@ -54,6 +54,7 @@ def calibrate(results, out, dry_run, accept_unreliable, reset, as_json, gpu, eng
         raise QfitError("--out names one file but the results cover several engines: calibrate one engine at a time")
     for f in fits:
         f["preview"] = preview(f, f["accelerator"])
+    imported_after(fits, imported)
     written = []
     if not dry_run:
         for f in fits:
@@ -94,14 +95,15 @@ def _print_imported(console, imported: list[dict], wide: bool) -> None:
     from qfit.tables import Col, print_table
 
     def cell(r, what):
-        m, p = r.get(f"measured_{what}"), r.get(f"predicted_{what}")
-        return "" if m is None else f"{m:,.1f} / {p:,.1f} ({100 * (p / m - 1):+.0f} %)"
+        m, p, a = r.get(f"measured_{what}"), r.get(f"predicted_{what}"), r.get(f"after_{what}")
+        return "" if m is None else f"{m:,.1f} / {p:,.1f} -> {a:,.1f} ({100 * (p / m - 1):+.0f} -> " \
+            f"{100 * (a / m - 1):+.0f} %)"
     rows = [[r["tool"], r["label"], str(r["batch"]), f"{r['input_len']}/{r['output_len']}",
              cell(r, "prefill_tokens_per_s"), cell(r, "decode_tokens_per_s_per_seq")] for r in imported]
     cols = [Col("tool", "left", drop=2), Col("run", "left"), Col("batch", drop=1), Col("in/out tokens", drop=1),
-            Col("prefill tok/s meas / plan"), Col("decode tok/s/seq meas / plan")]
-    print_table(console, cols, rows, wide=wide, title="imported measurements vs the plan for the same inputs (overlays in force "
-                "now; % = plan/measured - 1)")
+            Col("prefill tok/s measured / plan -> after"), Col("decode tok/s/seq measured / plan -> after")]
+    print_table(console, cols, rows, wide=wide, title="imported runs: measured vs planned for the same inputs, now -> with this fit "
+                "(% = plan/measured - 1)")
 
 
 def _print_preview(console, f: dict, wide: bool) -> None:
