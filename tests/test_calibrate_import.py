@@ -245,3 +245,13 @@ def test_read_any_tells_profiles_from_imports(tmp_path):
     assert kind == "profile" and data == {"schema": "qfit.profile/1"}
     kind, path, ms = read_any(str(LLAMA))
     assert kind == "external" and path == str(LLAMA) and len(ms) == 2
+
+
+def test_recalibrating_from_the_same_file_keeps_the_factor(cfg):
+    """The second run is planned with the first run's overlay in force; the fit divides it out, as for profiles."""
+    args = ["calibrate", str(VLLM), "--gpu", "H100", "--engine", "vllm", "--json"]
+    first = json.loads(CliRunner().invoke(cli, args).output)["fits"][0]
+    res = json.loads(CliRunner().invoke(cli, args).output)
+    assert res["imported"][0]["predicted_decode_tokens_per_s_per_seq"] == pytest.approx(1000 / 7.105, abs=1e-3)
+    assert res["fits"][0]["decode"]["factor"] == pytest.approx(first["decode"]["factor"], rel=1e-6)
+    assert res["fits"][0]["prefill"]["factor"] == pytest.approx(first["prefill"]["factor"], rel=1e-6)
