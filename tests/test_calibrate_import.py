@@ -255,3 +255,18 @@ def test_recalibrating_from_the_same_file_keeps_the_factor(cfg):
     assert res["imported"][0]["predicted_decode_tokens_per_s_per_seq"] == pytest.approx(1000 / 7.105, abs=1e-3)
     assert res["fits"][0]["decode"]["factor"] == pytest.approx(first["decode"]["factor"], rel=1e-6)
     assert res["fits"][0]["prefill"]["factor"] == pytest.approx(first["prefill"]["factor"], rel=1e-6)
+
+
+def test_vllm_append_result_file_gives_one_point_per_run(tmp_path, cfg):
+    """`--append-result` appends "\\n" + one JSON document per run: a concurrency sweep in one file."""
+    runs = [_vllm(), _vllm(max_concurrency=4, median_tpot_ms=8.0)]
+    path = _write(tmp_path, "\n".join(json.dumps(r) for r in runs))
+    kind, _, ms = read_any(path)
+    assert kind == "external" and [(m.batch, m.prefill_tokens_per_s is None) for m in ms] == [(1, False), (4, True)]
+    assert ms[1].decode_tokens_per_s_per_seq == pytest.approx(125.0)
+    res = CliRunner().invoke(cli, ["calibrate", path, *FLAGS, "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["fits"][0]["decode"]["points"] == 2
+    bad = _write(tmp_path, json.dumps(runs[0]) + "\n{oops", "bad.json")
+    res = CliRunner().invoke(cli, ["calibrate", bad, *FLAGS])
+    assert res.exit_code == 2 and "line 2 is not valid JSON" in res.output

@@ -6,6 +6,7 @@ one line. Pure parsing: the only I/O is reading the file; mapping.py turns measu
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +72,12 @@ def is_profile(data) -> bool:
 
 
 def read_external(path: str, data) -> list[Measurement]:
-    """Measurements of an already parsed file whose tool `detect` recognised; QfitError otherwise."""
+    """Measurements of an already parsed file whose tool `detect` recognised; QfitError otherwise. A list of vllm
+    results is a file `vllm bench serve --append-result` grew, one run per line (see `_appended`)."""
     from qfit.calibrate_import import guidellm, llama_bench, vllm_bench
 
+    if isinstance(data, list) and len(data) > 1 and all(detect(d) == "vllm" for d in data):
+        return [m for d in data for m in vllm_bench.parse(path, d)]
     kind = detect(data)
     parsers = {"vllm": vllm_bench.parse, "guidellm": guidellm.parse, "llama-bench": llama_bench.parse}
     if kind is None:
@@ -89,7 +93,29 @@ def read_any(path: str):
         p = p / "profile.json"
     if not p.is_file():
         raise QfitError(f"no profile result or benchmark file at {path}")
-    data = read_json(p, "result file")
+    try:
+        data = read_json(p, "result file")
+    except QfitError as exc:
+        if "Extra data" not in str(exc):
+            raise
+        data = _appended(p)
     if is_profile(data):
         return "profile", str(p), data
     return "external", str(p), read_external(str(p), data)
+
+
+def _appended(path: Path) -> list:
+    """The JSON documents of a file holding one per line (vllm bench serve --append-result writes "\n" + json.dump
+    per run); read_json has already bounded its size and checked it is UTF-8."""
+    docs = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                docs.append(json.loads(line, parse_constant=_not_json))
+            except ValueError as exc:
+                raise QfitError(f"cannot read result file {path}: line {i + 1} is not valid JSON ({exc})") from None
+    return docs
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON number")
