@@ -55,6 +55,15 @@ def validate_profile(data: dict, stem: str) -> list[str]:
     speed = data["speed"] or {}
     if speed.get("default_backend") not in (data["fitted"].get("backends") or {}) | (speed.get("priors") or {}):
         out.append(f"speed.default_backend {speed.get('default_backend')!r} has neither fitted factors nor a prior")
+    loop = speed.get("moe_expert_loop")
+    if loop is not None and not (isinstance(loop, dict) and isinstance(loop.get("us"), (int, float))
+                                 and not isinstance(loop.get("us"), bool) and 0 <= loop["us"] < 1e5
+                                 and isinstance(loop.get("note"), str) and loop["note"].strip()):
+        out.append("speed.moe_expert_loop must be {us: a number in [0, 1e5), note: why}")
+    warns = speed.get("format_warnings") or []
+    if not isinstance(warns, list) or not all(isinstance(w, dict) and isinstance(w.get("match"), str)
+                                              and isinstance(w.get("note"), str) and w["note"].strip() for w in warns):
+        out.append("speed.format_warnings must be a list of {match: precision glob, note: the warning}")
     return out
 
 
@@ -125,7 +134,11 @@ def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
         speed=entries, speed_default_backend=speed["default_backend"],
         prefill_chunk_tokens=int(speed.get("prefill_chunk_tokens", 0)),
         allreduce_latency_us={k: float(v) for k, v in speed["allreduce_latency_us"].items()}, policy=policy,
-        sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}))
+        sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}),
+        moe_expert_loop_us=float((speed.get("moe_expert_loop") or {}).get("us", 0.0)),
+        moe_expert_loop_note=" ".join(str((speed.get("moe_expert_loop") or {}).get("note", "")).split()),
+        format_warnings=tuple((str(w["match"]), " ".join(str(w["note"]).split()))
+                              for w in speed.get("format_warnings") or ()))
 
 
 @lru_cache(maxsize=4)

@@ -90,7 +90,7 @@ def decode_step(shape: Shape, traffic: WeightTraffic, dev: Device, eff: Efficien
     attn = batch * attention_flops(shape, context) / w_shards
     flops = linear + attn
     compute_s = _compute_s(dev, eff, linear, attn)
-    overhead_s = eff.overhead_s(shape.layers)
+    overhead_s = eff.overhead_s(shape.layers, shape.moe_layers, shape.num_experts)
     comm_s = allreduce_s(dev, eff, shape.layers, batch, shape.hidden)
     total = max(memory_s, compute_s) + overhead_s + comm_s
     return StepTime(total, memory_s, compute_s, overhead_s, comm_s, weight_bytes + kv, flops, kv)
@@ -110,7 +110,7 @@ def prefill(shape: Shape, traffic: WeightTraffic, dev: Device, eff: Efficiency, 
     bw = dev.bandwidth_gbps * 1e9
     memory_s = weight_bytes / (bw * eff.decode_bw)
     compute_s = _compute_s(dev, eff, linear, attn)
-    overhead_s = chunks * eff.overhead_s(shape.layers)
+    overhead_s = chunks * eff.overhead_s(shape.layers, shape.moe_layers, shape.num_experts)
     comm_s = chunks * allreduce_s(dev, eff, shape.layers, chunk, shape.hidden)
     total = max(memory_s, compute_s) + overhead_s + comm_s
     return StepTime(total, memory_s, compute_s, overhead_s, comm_s, weight_bytes, flops, 0.0)

@@ -38,6 +38,7 @@ class Shape:
     linear_state_elems: int    # per linear-attention layer and sequence
     num_experts: int
     top_k: int
+    moe_layers: int = 0        # layers whose MLP is routed (an engine's per-expert loop runs in each)
 
 
 def shape_of(spec: ModelSpec) -> Shape:
@@ -51,7 +52,7 @@ def shape_of(spec: ModelSpec) -> Shape:
     experts, top_k = (spec.moe.num_experts, spec.moe.top_k) if spec.moe else (0, 0)
     return Shape(spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, count["full"], count["sliding"],
                  spec.sliding_window or 0, mla_layers, lora + rope, lora + rope, lora, count["linear"], state, experts,
-                 top_k)
+                 top_k, len(spec.moe.moe_layers) if spec.moe else 0)
 
 
 def kv_tokens_seen(shape: Shape, context: int) -> dict[str, int]:
