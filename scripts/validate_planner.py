@@ -118,7 +118,7 @@ def write_results(out_dir: str, cases_path: str, summary: dict, report: dict) ->
     data = {"command": "PYTHONPATH=. python scripts/validate_planner.py --out benchmarks/results",
             "cases": os.path.relpath(cases_path, Path(__file__).resolve().parents[1]),
             "in_sample": summary, "leave_one_model_out": report}
-    md = (f"# Planner validation on {data['cases']}\n\nMade by `{data['command']}`.\n\n## In-sample\n\n"
+    md = (f"# Planner validation on {data['cases']}\n\nMade by `{data['command']}`.\n\n## The planner as shipped (reviewed profiles: in-sample for the rows they were fitted on, not for the Qwen3 H20 rows)\n\n"
           f"{markdown(summary)}\n\n## Leave one model out ({', '.join(report['models'])})\n\n"
           f"{loo_markdown(report['table'], report['refused'])}\n")
     return [write_json(out / "planner_validation.json", data, mkdir=True),
