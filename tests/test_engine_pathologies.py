@@ -124,3 +124,42 @@ def test_the_loop_cost_is_what_the_fit_gives_on_the_rows():
 def test_loop_term_reaches_efficiency_through_replace():
     e = replace(eff(), moe_expert_loop_us=10.0)
     assert e.overhead_s(2, 2, 4) == pytest.approx(2 * 4 * 10e-6)
+
+
+WALKTHROUGH = Path(__file__).resolve().parent / "data" / "profile_gptq_cpu_walkthrough.json"
+
+
+def test_gptq_cpu_factor_is_the_quiet_runs_gap_per_layer():
+    # README "qfit profile" real output (idle machine): TPOT p50 0.491 s measured, 23.6 tok/s predicted, 30 layers
+    cuda = ENGINES.get("transformers").efficiency("cuda", "gptq-int4").format.overhead_per_layer_us
+    expected = cuda + (0.491 - 1 / 23.6) / 30 * 1e6          # 545.9 + 14,954.2 = 15,500.1 us
+    got = ENGINES.get("transformers").efficiency("cpu", "gptq-int4").format
+    assert got.overhead_per_layer_us == pytest.approx(expected, rel=1e-4)
+    assert "measured once" in got.source and "SmolLM2-135M" in got.source
+
+
+def test_the_contended_walkthrough_run_is_slower_than_the_factor_says():
+    # the walk-through's run (flagged unreliable: another process held a core) decoded 4.4x slower than the factor
+    import json
+
+    d = json.loads(WALKTHROUGH.read_text())
+    row = d["comparison"]["decode"][0]
+    now = row["predicted_tpot_s"] + 30 * (15500.0 - 545.9) * 1e-6      # its prediction + the CPU GPTQ term
+    assert d["speed"]["quality"]["reliable"] is False
+    assert row["measured_tpot_s"] / now == pytest.approx(4.36, abs=0.01)
+
+
+# (backend, precision) -> per-layer format overhead: the CPU GPTQ entry is CPU's own; everything else is unchanged
+FORMAT_OVERHEADS = [("cpu", "gptq-int4", 15500.0), ("cpu", "gptq-int8", 15500.0), ("cpu", "bf16", 0.0),
+                    ("cpu", "awq-int4", 748.4), ("cuda", "gptq-int4", 545.9), ("cuda", "gptq-int8", 613.5)]
+
+
+@pytest.mark.parametrize("backend, precision, us", FORMAT_OVERHEADS)
+def test_cpu_gptq_entry_does_not_leak(backend, precision, us):
+    assert ENGINES.get("transformers").efficiency(backend, precision).format.overhead_per_layer_us == us
+
+
+def test_cpu_gptq_plan_states_the_measurement():
+    p = api.plan("llama-3-8b", gpu="cpu", precision="gptq-int4", engine="transformers", context=4096)
+    line = next(a for a in p.performance.assumptions if a.startswith("format factor for gptq-*"))
+    assert "+15500 us/layer" in line and "SmolLM2-135M" in line

@@ -79,6 +79,8 @@ def _backends(data: dict) -> dict[str, dict]:
     for backend, prior in (data["speed"].get("priors") or {}).items():
         out[backend] = {"prior_from": prior["from"], "why": prior.get("why", ""),
                         "band_multiplier": float(prior["band_multiplier"])}
+        if prior.get("formats"):      # measured on this backend, ahead of the borrowed backend's format factors
+            out[backend]["own_formats"] = list(prior["formats"])
     return out
 
 
@@ -96,7 +98,10 @@ def _resolve(records: dict, engine: str, backend: str, seen: tuple = ()) -> tupl
     if p_engine not in records:
         raise QfitError(f"engine profile {engine}: speed prior from unknown engine {p_engine!r}")
     base, _, mult = _resolve(records, p_engine, p_backend, seen + (f"{engine}/{backend}",))
-    merged = {**base, **{k: v for k, v in entry.items() if k not in ("prior_from", "band_multiplier", "error_band")}}
+    merged = {**base, **{k: v for k, v in entry.items()
+                         if k not in ("prior_from", "band_multiplier", "error_band", "own_formats")}}
+    if entry.get("own_formats"):
+        merged["formats"] = entry["own_formats"] + list(base.get("formats") or [])
     why = entry.get("why", "")
     notes = [f"{engine}/{backend} uses {p_engine}/{p_backend} factors (uncalibrated prior{': ' + why if why else ''})"]
     return merged, notes, mult * float(entry.get("band_multiplier", 2.0))

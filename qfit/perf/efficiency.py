@@ -28,6 +28,7 @@ class FormatFactor:
     overhead_per_layer_us: float = 0.0  # added to the backend's per-layer overhead
     prefill_compute: float = 1.0       # multiplies prefill_compute_efficiency
     note: str = ""
+    source: str = ""                   # a hand-reviewed factor's measurement, stated in the plan's assumptions
 
 
 @dataclass(frozen=True)

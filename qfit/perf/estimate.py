@@ -109,7 +109,8 @@ def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, shape, note
         f"fixed {eff.overhead_per_step_us:.0f} us per step + {eff.overhead_per_layer_us:.0f} us per layer, prefill at {eff.prefill_eff:.0%} of dense tensor FLOPs "
         f"({'fitted' if eff.calibrated else 'prior'}: {eff.source or 'profiles/engines/' + eff.engine + '.yaml'})",
         f"format factor for {eff.format.match}: bandwidth x{eff.format.decode_bandwidth:g}, "
-        f"prefill x{eff.format.prefill_compute:g}, +{eff.format.overhead_per_layer_us:g} us/layer",
+        f"prefill x{eff.format.prefill_compute:g}, +{eff.format.overhead_per_layer_us:g} us/layer"
+        + (f" ({eff.format.source})" if eff.format.source else ""),
         f"KV cache {kv_dtype}; decode reads it {eff.kv_traffic_factor:g}x per step",
     ]
     if traffic.num_experts:
