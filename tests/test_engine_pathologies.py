@@ -97,6 +97,8 @@ def _profile_data(**speed):
     ({"moe_expert_loop": {"us": True, "note": "x"}}, "speed.moe_expert_loop"),
     ({"format_warnings": [{"match": "fp8*"}]}, "speed.format_warnings"),
     ({"format_warnings": "fp8"}, "speed.format_warnings"),
+    ({"format_warnings": [{"match": "fp8*", "note": "x", "call_us": -5}]}, "speed.format_warnings"),
+    ({"format_warnings": [{"match": "fp8*", "note": "x", "call_us": "145"}]}, "speed.format_warnings"),
 ])
 def test_malformed_terms_are_refused(speed, problem):
     assert any(problem in p for p in validate_profile(_profile_data(**speed), "transformers"))
@@ -163,3 +165,46 @@ def test_cpu_gptq_plan_states_the_measurement():
     p = api.plan("llama-3-8b", gpu="cpu", precision="gptq-int4", engine="transformers", context=4096)
     line = next(a for a in p.performance.assumptions if a.startswith("format factor for gptq-*"))
     assert "+15500 us/layer" in line and "SmolLM2-135M" in line
+
+
+# linear-module calls of one forward pass: 4 per layer (attention) + 3 per dense MLP + 3 per expert run per routed layer
+CALLS = [("qwen3-8b", False, 36 * 4 + 36 * 3), ("qwen3-30b-a3b", False, 48 * 4 + 48 * 3 * 8),
+         ("qwen3-30b-a3b", True, 48 * 4 + 48 * 3 * 128)]
+
+
+@pytest.mark.parametrize("model, every_expert, calls", CALLS)
+def test_linear_calls(model, every_expert, calls):
+    from qfit.perf.workload import linear_calls
+
+    assert linear_calls(shape_of(resolve.model(model).spec), every_expert) == calls
+
+
+def test_fp8_call_cost_enters_the_step_by_hand():
+    from qfit.perf.roofline import step_overhead_s
+
+    shape = shape_of(resolve.model("qwen3-30b-a3b").spec)
+    e = replace(eff(loop_us=84.6), linear_call_us=145.4)
+    # 48 x 128 visits x 84.6 us + (48 x 4 + 48 x 3 x 128) calls x 145.4 us = 0.5198 + 2.7080 s
+    assert step_overhead_s(shape, e) == pytest.approx(48 * 128 * 84.6e-6 + 18624 * 145.4e-6, rel=1e-9)
+    assert step_overhead_s(shape, replace(e, moe_expert_loop_us=0.0)) == pytest.approx(1344 * 145.4e-6, rel=1e-9)
+
+
+@pytest.mark.parametrize("engine, precision, us", [("transformers", "fp8", 145.4), ("transformers", "fp8-block", 145.4),
+                                                   ("transformers", "bf16", 0.0), ("vllm", "fp8", 0.0)])
+def test_call_cost_only_for_transformers_fp8(engine, precision, us):
+    assert ENGINES.get(engine).efficiency("cuda", precision).linear_call_us == us
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "benchmarks/calibration/cases.jsonl").is_file(),
+                    reason="calibration set not present")
+def test_the_fp8_call_cost_is_what_the_fit_gives_on_the_rows():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(SCRIPTS))
+    from fit_moe_loop import DEFAULT_CASES, fit, format_cases, predicted
+
+    cases = format_cases("transformers", "fp8", str(DEFAULT_CASES))
+    assert len(cases) == 8        # Qwen3-8B and Qwen3-30B-A3B FP8: decode + 3 end-to-end rows each
+    us = fit(cases, "linear_call_us")
+    assert us == pytest.approx(145.4, rel=0.01)
+    for c in cases:               # the warning's residual range, -30..+64 %
+        assert -0.31 < predicted(c, us, "linear_call_us") / c.row["measured"] - 1 < 0.65

@@ -29,6 +29,10 @@ REQUIRED = ("name", "description", "aliases", "multi_gpu", "default_on", "runs",
             "fitted")
 
 
+def _us(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e5
+
+
 def validate_profile(data: dict, stem: str) -> list[str]:
     """Problems with one engine profile (empty list = valid), each naming its field."""
     if not isinstance(data, dict):
@@ -62,8 +66,10 @@ def validate_profile(data: dict, stem: str) -> list[str]:
         out.append("speed.moe_expert_loop must be {us: a number in [0, 1e5), note: why}")
     warns = speed.get("format_warnings") or []
     if not isinstance(warns, list) or not all(isinstance(w, dict) and isinstance(w.get("match"), str)
-                                              and isinstance(w.get("note"), str) and w["note"].strip() for w in warns):
-        out.append("speed.format_warnings must be a list of {match: precision glob, note: the warning}")
+                                              and isinstance(w.get("note"), str) and w["note"].strip()
+                                              and _us(w.get("call_us", 0.0)) for w in warns):
+        out.append("speed.format_warnings must be a list of {match: precision glob, note: the warning, "
+                   "call_us: optional us per linear call in [0, 1e5)}")
     return out
 
 
@@ -142,7 +148,7 @@ def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
         sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}),
         moe_expert_loop_us=float((speed.get("moe_expert_loop") or {}).get("us", 0.0)),
         moe_expert_loop_note=" ".join(str((speed.get("moe_expert_loop") or {}).get("note", "")).split()),
-        format_warnings=tuple((str(w["match"]), " ".join(str(w["note"]).split()))
+        format_warnings=tuple((str(w["match"]), " ".join(str(w["note"]).split()), float(w.get("call_us", 0.0)))
                               for w in speed.get("format_warnings") or ()))
 
 

@@ -57,6 +57,8 @@ class Efficiency:
     moe_expert_loop_us: float = 0.0     # fixed time per expert per routed layer per forward pass (engine-level:
     #                                     transformers visits every expert in a Python loop; fused kernels: 0)
     moe_expert_loop_note: str = ""      # its basis, stated in MoE plans
+    linear_call_us: float = 0.0         # fixed time per linear-module call for this format (engine x format term,
+    #                                     speed.format_warnings[].call_us: transformers' FP8 path)
 
     @property
     def decode_bw(self) -> float:
@@ -121,13 +123,14 @@ def efficiency_for(engine: EngineProfile, backend: str, precision: str) -> Effic
         source=str(entry.get("source", "")), calibrated=mult == 1.0 and bool(entry.get("fitted", False)),
         policy=engine.policy, format=_match_format(entry.get("formats", []), precision),
         notes=speed.notes + _warnings(engine, precision),
-        moe_expert_loop_us=engine.moe_expert_loop_us, moe_expert_loop_note=engine.moe_expert_loop_note)
+        moe_expert_loop_us=engine.moe_expert_loop_us, moe_expert_loop_note=engine.moe_expert_loop_note,
+        linear_call_us=next((us for glob, _, us in engine.format_warnings if fnmatch.fnmatch(precision, glob)), 0.0))
     return _apply_overlay(eff, engine, precision)
 
 
 def _warnings(engine: EngineProfile, precision: str) -> tuple[str, ...]:
     """The engine's warning for this weight format (profiles/engines/<engine>.yaml speed.format_warnings), if any."""
-    return next(((note,) for glob, note in engine.format_warnings if fnmatch.fnmatch(precision, glob)), ())
+    return next(((note,) for glob, note, _ in engine.format_warnings if fnmatch.fnmatch(precision, glob)), ())
 
 
 FLOAT_WEIGHTS = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
