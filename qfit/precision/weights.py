@@ -143,7 +143,8 @@ def weight_bytes(groups: Sequence[TensorGroup], precision: Recipe, *, n_layers: 
     notes: list[str] = [precision.note] if precision.note else []   # how a judgement name was read ("int4" -> GPTQ)
     rows: list[tuple[TensorGroup, int, int, bool]] = []      # (group, total, active, quantized)
     if precision.family == "gguf":
-        split, notes = gguf_split(groups, precision.name.removeprefix("gguf-"), n_layers)
+        split, mix_notes = gguf_split(groups, precision.name.removeprefix("gguf-"), n_layers)
+        notes += mix_notes      # keep the name's note ("UD-Q4_K_XL" planned as its base mix)
         for g, types in split:
             total, active = gguf_group_bytes(g, types)
             rows.append((g, total, active, not set(types) <= FLOAT_TYPES))
