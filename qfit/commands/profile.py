@@ -119,6 +119,9 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         trust_remote_code=trust_remote_code, accuracy_weights=accuracy_weights)
     if opts.speed and opts.output_tokens < 2:
         raise QfitError("--output-len must be at least 2 (TPOT needs a second token)")
+    if opts.speed:
+        from qfit.profile.defaults import check_batches
+        check_batches(opts.batches, opts.backend)
     if opts.baseline is None and not opts.evals and not opts.speed:
         raise QfitError("nothing to do: --eval none and --no-speed")
     _check_paths(opts, out, force, plot)
@@ -144,11 +147,11 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
 
 def _speed_settings(device: str, backend: str, no_speed: bool, notes: list[str], *given):
     """--batch, --output-len, --trials, --warmup as given, else the device's defaults (qfit.profile.defaults)."""
-    from qfit.profile.defaults import FLAGS, device_kind, fill
+    from qfit.profile.defaults import FLAGS, backend_max_batch, device_kind, fill
     values = dict(zip(FLAGS, given))
     if no_speed or all(v is not None for v in values.values()):
         return tuple(v if v is not None else "1" for v in values.values())
-    filled, note = fill(values, device_kind(device, backend))
+    filled, note = fill(values, device_kind(device, backend), backend_max_batch(backend))
     if note:
         notes.append(note)
     return tuple(filled[k] for k in FLAGS)

@@ -109,7 +109,7 @@ class EngineProfile:
     kv_dtypes: tuple[str, ...]                  # KV cache dtypes the engine can store
     default_on: tuple[str, ...]
     aliases: dict[str, str | None]              # name -> note (None: the same engine under another name)
-    measure: dict[str, str] | None              # python package qfit profile drives: {import, install}
+    measure: dict | None    # python package qfit profile drives: {import, install[, max_batch: sequences it holds]}
     speed: dict[str, SpeedEntry]                # backend -> resolved factors
     speed_default_backend: str
     prefill_chunk_tokens: int
