@@ -10,6 +10,7 @@ behave; from there on `mode` applies:
   not-json     200 text/html
   stall        the response headers, then nothing for `stall_s`
   die          `die_after` tokens, then the connection closes
+  stall-mid    `die_after` tokens, then nothing for `stall_s`
   eos          finish_reason "stop" after `eos_after` tokens whatever max_tokens says (a server that ignores ignore_eos)
   alternate    every other request fails with 500
 `reject_extras` makes any request carrying ignore_eos / min_tokens / stream_options a 400 (as OpenAI's own API does);
@@ -25,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -129,6 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             if mode == "die" and i == cfg.die_after:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if mode == "stall-mid" and i == cfg.die_after:
+                time.sleep(cfg.stall_s)
+                return
             self._event({"choices": [{"index": 0, "text": f"t{i} ", "finish_reason": None}]})
         self._event({"choices": [{"index": 0, "text": "", "finish_reason": "stop" if mode == "eos" else "length"}]})
         if cfg.usage_in_stream and (body.get("stream_options") or {}).get("include_usage"):
@@ -166,7 +171,7 @@ def llama_cpp_server(gguf: str, *, timeout_s: float = 120.0, extra_args: tuple[s
     /v1/models answers 200; stop it on exit. Raises RuntimeError (with the server's last output) if it exits or is
     not ready within timeout_s."""
     port = closed_port()
-    out = log if log is not None else subprocess.PIPE
+    out = log if log is not None else tempfile.TemporaryFile()   # a file, not a pipe that fills and blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
                              "--port", str(port), *extra_args], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -175,7 +180,8 @@ def llama_cpp_server(gguf: str, *, timeout_s: float = 120.0, extra_args: tuple[s
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                tail = proc.stdout.read().decode(errors="replace")[-2000:] if proc.stdout else ""
+                out.seek(0)
+                tail = out.read()[-2000:].decode(errors="replace") if log is None else ""
                 raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(url + "/v1/models", timeout=2) as resp:
@@ -194,3 +200,5 @@ def llama_cpp_server(gguf: str, *, timeout_s: float = 120.0, extra_args: tuple[s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if log is None:
+            out.close()

@@ -148,7 +148,7 @@ async def stream_completion(url: str, body: dict, timeouts: Timeouts, headers: d
         rec.error_kind, rec.error = "timeout-total", f"request not finished within {timeouts.total_s:g} s"
     except HttpError as exc:
         rec.error_kind = {"timeout": "stall" if rec.token_times else "timeout-first-token"}.get(exc.kind, exc.kind)
-        rec.error = str(exc)
+        rec.error = str(exc) + (f" after {len(rec.token_times)} tokens" if rec.token_times else "")
     except ProtocolError as exc:
         rec.error_kind, rec.error = exc.kind, str(exc)
     rec.end_s = rec.start_s + time.perf_counter() - t0

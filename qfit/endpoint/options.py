@@ -4,6 +4,7 @@ something for an in-process profile are one-line QfitErrors before any connectio
 from __future__ import annotations
 
 from qfit.endpoint.client import Timeouts
+from qfit.endpoint.http import split_url
 from qfit.endpoint.run import EndpointOptions, PlanRequest
 from qfit.errors import QfitError
 from qfit.units import parse_float, parse_int_list, parse_positive_int, parse_seconds, parse_tokens
@@ -61,6 +62,10 @@ def _plan(model, gpu, engine, precision, gpus: int) -> PlanRequest | None:
 def endpoint_options(url: str, *, input_len, output_len, batches, rate, requests, warmup, text, served_model,
                      plan_model, gpu, engine, precision, tensor_parallel, request_timeout, first_token_timeout,
                      stall_timeout, batch_given: bool) -> EndpointOptions:
+    try:
+        split_url(url)
+    except ValueError as exc:
+        raise QfitError(f"--endpoint: {exc}") from None
     if rate is not None and batch_given:
         raise QfitError("--rate and -b/--batch are two kinds of sweep: give one")
     rates = tuple(parse_float(r, "--rate", maximum=1e5) for r in str(rate).split(",") if r.strip()) if rate else ()
