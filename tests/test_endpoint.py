@@ -291,3 +291,42 @@ def test_the_plot_draws_the_plan_or_says_why_not():
 
 def test_prompt_tokens_of_the_fake_tokenizer():
     assert [prompt_tokens(p) for p in ("", "abc", "abcd")] == [1, 1, 2]
+
+
+def test_a_refused_connection_mid_sweep_is_a_counted_failure():
+    import asyncio
+
+    from qfit.endpoint.client import completion_body, stream_completion
+    url = f"http://127.0.0.1:{closed_port()}/v1/completions"
+    rec = asyncio.run(stream_completion(url, completion_body("m", "hi", 4, stream=True, extras=frozenset()), FAST, {},
+                                        Record()))
+    assert rec.error_kind == "connect" and "cannot connect to 127.0.0.1" in rec.error and rec.end_s is not None
+
+
+def test_ctrl_c_keeps_the_finished_levels(monkeypatch):
+    from qfit.endpoint import run as run_module
+    real = run_module._level
+    calls = []
+
+    async def level(opts, server, text, kind, value, first_index, tick):
+        calls.append(value)
+        if len(calls) == 3:          # warm-up, c=1, then Ctrl-C during c=2
+            raise KeyboardInterrupt
+        return await real(opts, server, text, kind, value, first_index, tick)
+    monkeypatch.setattr(run_module, "_level", level)
+    r = _run(FakeConfig(), concurrencies=(1, 2), requests=2)
+    assert r["interrupted"] and not r["complete"] and [lv["concurrency"] for lv in r["levels"]] == [1]
+    from qfit.endpoint.report import notes
+    assert "interrupted (Ctrl-C): 1 of 2 levels finished" in "\n".join(notes(r))
+
+
+def test_the_table_and_notes_on_stdout():
+    with fake_server(FakeConfig(mode="eos", ok_first=1, eos_after=2)) as url:
+        r = _cli(["--endpoint", url, "--text", "pydoc", "--input-len", "32", "--output-len", "4", "-b", "1",
+                  "--requests", "2", "--warmup", "0", "--wide"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert out.startswith("endpoint") and "c=1" in out and "TTFT ms mean/p50/p90/p99" in out
+    assert "c=1: 2 request(s) ended before 4 tokens" in out
+    assert "no plan drawn: give --model, --gpu" in out
+    assert "qfit profile: concurrency 1" not in out          # progress is on stderr only

@@ -194,6 +194,8 @@ def _endpoint(opts, as_json: bool, wide: bool, out: str | None, plot: bool, forc
     else:
         from qfit.tables import console
         render_rich(result, console(wide=wide), wide=wide)
+    if result["interrupted"]:
+        raise SystemExit(130)   # the finished levels are written and shown; the exit status still says Ctrl-C
 
 
 def _speed_settings(device: str, backend: str, no_speed: bool, notes: list[str], *given):

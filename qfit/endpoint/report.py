@@ -64,7 +64,10 @@ def notes(result: dict) -> list[str]:
                            f"({pred['request']['engine'] or 'default engine'}, {pred['request']['precision'] or 'native precision'}); "
                            f"its decode error band is +-{_f((pred.get('error_band') or {}).get('decode_pct'))} %"
                            if pred.get("available") else pred["reason"]))
-    if not result["complete"]:
+    if result["interrupted"]:
+        out.append(f"interrupted (Ctrl-C): {len(result['levels'])} of {len(result['protocol']['levels'])} levels "
+                   "finished and are reported")
+    elif not result["complete"]:
         out.append("incomplete: some requests failed; the figures above are over the completed ones only")
     return out
 

@@ -34,7 +34,7 @@ def prediction(opts) -> dict:
     return pred
 
 
-def build_result(opts, server: Server, text_source: dict, levels: list[dict]) -> dict:
+def build_result(opts, server: Server, text_source: dict, levels: list[dict], interrupted: bool = False) -> dict:
     from qfit import __version__
     from qfit.profile.predict import compare
     from qfit.profile.report import host_info
@@ -67,7 +67,8 @@ def build_result(opts, server: Server, text_source: dict, levels: list[dict]) ->
             "prompts": "one per request, cut from the text at distinct offsets (no shared prefix to cache)",
         },
         "levels": levels,
-        "complete": failed == 0,
+        "complete": failed == 0 and not interrupted and len(levels) == len(opts.levels()),
+        "interrupted": interrupted,
         "measured": measured,
         "prediction": pred,
         "comparison": compare(measured, pred),

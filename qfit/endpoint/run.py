@@ -86,8 +86,9 @@ async def _level(opts: EndpointOptions, server: Server, text: str, kind: str, va
     return records
 
 
-def sweep(opts: EndpointOptions, server: Server, text: str, progress) -> list[dict]:
-    """Warm-up requests (not reported), then each level's stats, in order."""
+def sweep(opts: EndpointOptions, server: Server, text: str, progress) -> tuple[list[dict], bool]:
+    """Warm-up requests (not reported), then each level's stats, in order; and whether Ctrl-C cut the sweep short
+    (the levels finished before it are kept)."""
     levels: list[dict] = []
 
     async def go() -> None:
@@ -103,8 +104,11 @@ def sweep(opts: EndpointOptions, server: Server, text: str, progress) -> list[di
                 records = await _level(opts, server, text, kind, value, index, tick)
             index += n
             levels.append({kind: int(value) if kind == "concurrency" else value} | level_stats(records, opts.output_len))
-    asyncio.run(go())
-    return levels
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        return levels, True
+    return levels, False
 
 
 def run_endpoint(opts: EndpointOptions, progress) -> dict:
@@ -114,5 +118,5 @@ def run_endpoint(opts: EndpointOptions, progress) -> dict:
     loaded = load_text(opts.text, split="all")
     text = loaded.text
     server = probe(opts.url, opts.served_model, text, opts.input_len, opts.timeouts, headers())
-    levels = sweep(opts, server, text, progress)
-    return build_result(opts, server, loaded.source.to_dict(), levels)
+    levels, interrupted = sweep(opts, server, text, progress)
+    return build_result(opts, server, loaded.source.to_dict(), levels, interrupted)
