@@ -330,3 +330,13 @@ def test_the_table_and_notes_on_stdout():
     assert "c=1: 2 request(s) ended before 4 tokens" in out
     assert "no plan drawn: give --model, --gpu" in out
     assert "qfit profile: concurrency 1" not in out          # progress is on stderr only
+
+
+@pytest.mark.parametrize("plan,words", [
+    (PlanRequest("llama-3-8b", "no-such-gpu-9000", None, None), "no plan drawn: "),
+    (PlanRequest("llama-3-8b", "h100", "no-such-engine", None), "no plan drawn: the planner cannot describe"),
+])
+def test_a_plan_the_planner_cannot_draw_is_said_not_raised(plan, words):
+    r = _run(FakeConfig(), requests=1, warmup=0, plan=plan)
+    assert r["prediction"]["available"] is False and r["prediction"]["reason"].startswith(words)
+    assert r["levels"][0]["completed"] == 1 and r["comparison"]["decode"][0]["predicted_tpot_s"] is None

@@ -34,13 +34,13 @@ def prediction(opts) -> dict:
     return pred
 
 
-def build_result(opts, server: Server, text_source: dict, levels: list[dict], interrupted: bool = False) -> dict:
+def build_result(opts, server: Server, text_source: dict, levels: list[dict], pred: dict,
+                 interrupted: bool = False) -> dict:
     from qfit import __version__
     from qfit.profile.predict import compare
     from qfit.profile.report import host_info
 
     measured = measured_speed(levels, opts.input_len)
-    pred = prediction(opts)
     plan = opts.plan
     failed = sum(lv["failed"] for lv in levels)
     return {

@@ -113,10 +113,11 @@ def sweep(opts: EndpointOptions, server: Server, text: str, progress) -> tuple[l
 
 def run_endpoint(opts: EndpointOptions, progress) -> dict:
     from qfit.data.texts import load_text
-    from qfit.endpoint.result import build_result
+    from qfit.endpoint.result import build_result, prediction
 
     loaded = load_text(opts.text, split="all")
     text = loaded.text
+    pred = prediction(opts)     # before the sweep: whatever the planner says cannot cost the measurement
     server = probe(opts.url, opts.served_model, text, opts.input_len, opts.timeouts, headers())
     levels, interrupted = sweep(opts, server, text, progress)
-    return build_result(opts, server, loaded.source.to_dict(), levels, interrupted)
+    return build_result(opts, server, loaded.source.to_dict(), levels, pred, interrupted)
