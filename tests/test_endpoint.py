@@ -340,3 +340,36 @@ def test_a_plan_the_planner_cannot_draw_is_said_not_raised(plan, words):
     r = _run(FakeConfig(), requests=1, warmup=0, plan=plan)
     assert r["prediction"]["available"] is False and r["prediction"]["reason"].startswith(words)
     assert r["levels"][0]["completed"] == 1 and r["comparison"]["decode"][0]["predicted_tpot_s"] is None
+
+
+RAW = [   # what a raw socket answers -> (error kind or None, tokens received)
+    (b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+     b'data: {"choices": [{"text": "a", "finish_reason": null}]}\n\n'
+     b'data: {"choices": [{"text": "b", "finish_reason": "length"}]}\n\ndata: [DONE]\n\n', None, 2),   # to the end
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "protocol", 0),                                                 # not HTTP
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "protocol", 0),                 # bad chunk
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", "http-5xx", 0),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ndata: ", "disconnect", 0),                     # cut short
+]
+
+
+@pytest.mark.parametrize("raw,kind,tokens", RAW)
+def test_raw_http_answers(raw, kind, tokens):
+    import asyncio
+
+    from qfit.endpoint.client import completion_body, stream_completion
+
+    async def go():
+        async def answer(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(raw)
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await stream_completion(f"http://127.0.0.1:{port}/v1/completions",
+                                           completion_body(None, "hi", 2, stream=True, extras=frozenset()), FAST, {},
+                                           Record())
+    rec = asyncio.run(go())
+    assert (rec.error_kind, len(rec.token_times)) == (kind, tokens), rec.error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -118,6 +119,8 @@ def run_endpoint(opts: EndpointOptions, progress) -> dict:
     loaded = load_text(opts.text, split="all")
     text = loaded.text
     pred = prediction(opts)     # before the sweep: whatever the planner says cannot cost the measurement
+    if opts.plan is not None and not pred["available"]:
+        print(f"qfit profile: {pred['reason']}", file=sys.stderr, flush=True)   # now, not after a long sweep
     server = probe(opts.url, opts.served_model, text, opts.input_len, opts.timeouts, headers())
     levels, interrupted = sweep(opts, server, text, progress)
     return build_result(opts, server, loaded.source.to_dict(), levels, pred, interrupted)
