@@ -173,8 +173,11 @@ async def _stream(url: str, body: dict, timeouts: Timeouts, headers: dict, rec: 
             if rec.token_times:
                 resp.read_timeout = timeouts.stall_s
         if not done and rec.finish_reason is None:
+            ctype = resp.headers.get("content-type", "none")
             raise ProtocolError("disconnect" if rec.token_times else "not-openai",
                                 "the stream ended without a finish_reason or [DONE]"
-                                + (f" after {len(rec.token_times)} tokens" if rec.token_times else ""))
+                                + (f" after {len(rec.token_times)} tokens" if rec.token_times else
+                                   f" (Content-Type {ctype}, not an event stream)" if "event-stream" not in ctype
+                                   else ""))
     finally:
         resp.close()
