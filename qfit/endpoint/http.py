@@ -116,6 +116,8 @@ async def request(method: str, url: str, body: bytes | None = None, *, headers: 
                                     limit=HEADER_LIMIT), connect_timeout)
     except asyncio.TimeoutError:
         raise HttpError("connect", f"no connection to {host}:{port} within {connect_timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise HttpError("connect", f"cannot connect to {host}:{port}: connection refused") from None
     except (OSError, ssl.SSLError) as exc:
         raise HttpError("connect", f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     head = [f"{method} {path or '/'} HTTP/1.1", f"Host: {host}:{port}", "Connection: close", "Accept: */*",
