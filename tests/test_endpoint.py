@@ -374,3 +374,15 @@ def test_raw_http_answers(raw, kind, tokens):
                                            Record())
     rec = asyncio.run(go())
     assert (rec.error_kind, len(rec.token_times)) == (kind, tokens), rec.error
+
+
+def test_the_llama_cpp_starter_reports_a_server_that_does_not_start(tmp_path):
+    """The helper the llama.cpp server test uses: a server process that exits is a RuntimeError with its output."""
+    import importlib.util
+
+    from endpoint_servers import llama_cpp_server
+    if importlib.util.find_spec("llama_cpp") is not None:
+        pytest.skip("llama_cpp is installed: the starter is exercised by the real server test")
+    with pytest.raises(RuntimeError, match=r"exited with 1:[\s\S]*No module named 'llama_cpp'"):
+        with llama_cpp_server(str(tmp_path / "missing.gguf"), timeout_s=60):
+            pass
