@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--methods", default="rtn,gptq")
     ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
+    ap.add_argument("--only", default="", help="comma-separated point keys to run (e.g. uniform-gptq-2), else all")
     args = ap.parse_args()
     from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
     from qfit.model.params import tensor_groups
@@ -135,6 +136,8 @@ def main() -> None:
     plan += [("uniform", "gptq", 4), ("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]),
              ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
     plan = [p for p in plan if p[1] in args.methods.split(",")]
+    if args.only:
+        plan = [p for p in plan if "-".join(map(str, p)) in args.only.split(",")]
     if args.report_only:
         plan = []
     sens = sensitivity(model, points, args.work) if plan else None
