@@ -9,7 +9,11 @@ point (GPTQ on CPU is deterministic given the windows). Bytes = every weight ten
 (qfit inspect), which equals the planner's prediction. Each point is cached in WORK/points.json, so an interrupted
 run resumes. Results: benchmarks/results/mixed_curve.{json,md,png}.
 
-    PYTHONPATH=. nice -n 10 python scripts/mixed_curve.py [--work /tmp/qfit-mixed-curve] [--eval-windows 16]
+    PYTHONPATH=. nice -n 10 python scripts/mixed_curve.py [--work /tmp/qfit-mixed-curve] [--eval-windows 4]
+        [--only KEY,...] [--reeval KEY,...] [--report-only]
+
+Mixed points are per-layer allocations (keys layer-mixed-*); mixed-* keys are the earlier per-module-type runs, kept
+for comparison.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def run_point(kind: str, method: str, arg, model: str, out: Path, windows, sens)
             "label": f"{kind} {method} " + (f"{arg}-bit" if kind == "uniform" else f"{int(arg) / 1e6:.1f} MB per layer"),
             "weight_bytes": checked.tensor_bytes, "planner_bytes": report.planner_prediction["weight_bytes"],
             "bits_per_weight": report.bits_per_weight, "perplexity": ppl, "quantize_wall_s": round(wall, 1),
-            "quantize_cpu_s": report.cpu_seconds, **extra}
+            "quantize_cpu_s": report.cpu_seconds, "eval_windows": len(windows), **extra}
 
 
 def _by_type(units: list[dict]) -> dict[str, str]:
@@ -122,18 +126,48 @@ def sensitivity(model: str, points: dict, work: Path):
     return sens
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", type=Path, default=Path("/tmp/qfit-mixed-curve"))
-    ap.add_argument("--eval-windows", type=int, default=16)
-    ap.add_argument("--methods", default="rtn,gptq")
-    ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
-    ap.add_argument("--only", default="", help="comma-separated point keys to run (e.g. uniform-gptq-2), else all")
-    args = ap.parse_args()
-    from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
+def _plan(model: str, args) -> list[tuple]:
+    """(kind, method, width or budget) of every point to run, in the order that completes comparisons soonest."""
     from qfit.model.params import tensor_groups
     from qfit.model.sources import load_model
     from qfit.precision import gptq_recipe, weight_bytes
+
+    groups = tensor_groups(load_model(model).spec)
+    sizes = {b: weight_bytes(groups, gptq_recipe(b, 64)).total for b in WIDTHS}
+    mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
+    mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
+    # the GPTQ comparison between 3 and 4 bits first (mixed vs the uniform 3-bit that fits its budget; the slowest
+    # points), then RTN, then the rest of the GPTQ curve
+    plan = [("uniform", "gptq", 3), ("mixed", "gptq", mids[1])]
+    plan += [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
+    plan += [("uniform", "gptq", 4), ("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]),
+             ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
+    plan = [p for p in plan if p[1] in args.methods.split(",")]
+    if args.only:
+        plan = [p for p in plan if "-".join(map(str, p)) in args.only.split(",")
+                or "layer-" + "-".join(map(str, p)) in args.only.split(",")]
+    return [] if args.report_only else plan
+
+
+def _reeval(points: dict, key: str, args, windows) -> None:
+    from qfit.quantize.dequant import load_dequantized
+
+    points[key].update(perplexity=perplexity(load_dequantized(args.work / key), windows),
+                       eval_windows=args.eval_windows)
+    print(f"re-evaluated {key}: {points[key]['perplexity']:.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("/tmp/qfit-mixed-curve"))
+    ap.add_argument("--eval-windows", type=int, default=4, help="the curve in README/benchmarks: 4")
+    ap.add_argument("--methods", default="rtn,gptq")
+    ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
+    ap.add_argument("--reeval", default="", help="comma-separated cached point keys whose perplexity to recompute "
+                    "from WORK/KEY at --eval-windows (points measured with another window count)")
+    ap.add_argument("--only", default="", help="comma-separated point keys to run (e.g. uniform-gptq-2), else all")
+    args = ap.parse_args()
+    from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
 
     model = str(smollm2_gguf_path())
     model_dir = resolve_model_dir(model)
@@ -145,23 +179,10 @@ def main() -> None:
     if "float" not in points:
         points["float"] = {"kind": "float", "method": "none", "label": "float32 (GGUF Q4_1 source, dequantized)",
                            "weight_bytes": None, "perplexity": perplexity(load_causal_lm(model_dir), windows)}
-    groups = tensor_groups(load_model(model).spec)
-    sizes = {b: weight_bytes(groups, gptq_recipe(b, 64)).total for b in WIDTHS}
-    mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
-    mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
-    # cheap RTN points first, then GPTQ in the order that completes comparisons soonest
-    # the GPTQ comparison between 3 and 4 bits first (mixed vs the uniform 3-bit that fits its budget; the slowest
-    # points), then RTN, then the rest of the GPTQ curve
-    plan = [("uniform", "gptq", 3), ("mixed", "gptq", mids[1])]
-    plan += [("uniform", "rtn", b) for b in WIDTHS] + [("mixed", "rtn", x) for x in mids]
-    plan += [("uniform", "gptq", 4), ("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]),
-             ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
-    plan = [p for p in plan if p[1] in args.methods.split(",")]
-    if args.only:
-        plan = [p for p in plan if "-".join(map(str, p)) in args.only.split(",")
-                or "layer-" + "-".join(map(str, p)) in args.only.split(",")]
-    if args.report_only:
-        plan = []
+    plan = _plan(model, args)
+    for key in filter(None, args.reeval.split(",")):
+        _reeval(points, key, args, windows)
+        cache.write_text(json.dumps(points, indent=1))
     sens = sensitivity(model, points, args.work) if plan else None
     for kind, method, arg in plan:
         key = f"{'layer-' if kind == 'mixed' else ''}{kind}-{method}-{arg}"   # mixed-*: the earlier per-type runs
