@@ -270,3 +270,56 @@ def test_vllm_append_result_file_gives_one_point_per_run(tmp_path, cfg):
     bad = _write(tmp_path, json.dumps(runs[0]) + "\n{oops", "bad.json")
     res = CliRunner().invoke(cli, ["calibrate", bad, *FLAGS])
     assert res.exit_code == 2 and "line 2 is not valid JSON" in res.output
+
+
+# ---------------------------------------------------------------- qfit profile --endpoint results
+
+ENDPOINT = DATA / "endpoint_llamacpp_smollm2.json"
+
+
+def test_endpoint_result_is_read_per_concurrency_level():
+    """A real run against llama-cpp-python's server on 127.0.0.1 (SOURCES.md): decode = 1 / mean TPOT per level,
+    prefill only at concurrency 1, the setup from the file, the spread from each level's TPOT CV."""
+    from qfit.calibrate_import import endpoint
+
+    data = _load(ENDPOINT)
+    assert detect(data) == "endpoint"
+    ms = endpoint.parse(str(ENDPOINT), data)
+    assert [m.batch for m in ms] == [1, 2] and {(m.input_len, m.output_len) for m in ms} == {(128, 32)}
+    assert ms[0].decode_tokens_per_s_per_seq == pytest.approx(1 / 0.061151820822605285)
+    assert ms[0].prefill_tokens_per_s == pytest.approx(108.62418567389146) and ms[1].prefill_tokens_per_s is None
+    assert (ms[0].engine, ms[0].device, ms[0].precision) == ("llama.cpp", "cpu", None)
+    assert ms[0].cv == pytest.approx(0.6119797061330403) and ms[0].model.endswith(".gguf")
+
+
+def test_endpoint_result_calibrates_llama_cpp_on_this_cpu(cfg, smollm2_gguf):
+    """The run was flagged (TPOT CV 61 % on a busy machine): refused, then folded in when accepted; the decode
+    factor is the median measured/planned over both levels and the plan of the same GGUF moves by it."""
+    args = ["calibrate", str(ENDPOINT), "--model", str(smollm2_gguf)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "flagged unreliable: CV 61 %" in res.output
+    before = api.plan(str(smollm2_gguf), gpu="cpu", engine="llama.cpp").performance.decode_tokens_per_s
+    res = CliRunner().invoke(cli, [*args, "--accept-unreliable", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    rows = out["imported"]
+    assert [r["batch"] for r in rows] == [1, 2] and rows[0]["family"] == "cpu/gguf"
+    ratios = sorted(r["measured_decode_tokens_per_s_per_seq"] / r["predicted_decode_tokens_per_s_per_seq"]
+                    for r in rows)
+    fit = next(f for f in out["fits"] if f["family"] == "cpu/gguf")
+    assert fit["decode"]["factor"] == pytest.approx(sum(ratios) / 2, rel=1e-3)
+    after = api.plan(str(smollm2_gguf), gpu="cpu", engine="llama.cpp").performance.decode_tokens_per_s
+    assert after == pytest.approx(before * fit["decode"]["factor"], rel=0.02)
+
+
+@pytest.mark.parametrize("change,error", [
+    (lambda d: d["protocol"].update(mode="rate"), "a --rate run has no fixed batch"),
+    (lambda d: [lv.update(failed=1) for lv in d["levels"]], "no level completed every request"),
+    (lambda d: d["measured"]["decode"][0]["tokens_per_s_per_seq"].update(mean=float("nan")), "not a positive"),
+])
+def test_bad_endpoint_results(tmp_path, cfg, change, error):
+    data = _load(ENDPOINT)
+    change(data)
+    res = CliRunner().invoke(cli, ["calibrate", _write(tmp_path, json.dumps(data).replace("NaN", "1e400")),
+                                   "--accept-unreliable"])
+    assert res.exit_code == 2 and error in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -55,7 +55,11 @@ def field(path: str, data: dict, key: str):
 
 
 def detect(data) -> str | None:
-    """Which tool wrote this JSON: "vllm", "guidellm", "llama-bench", or None."""
+    """Which tool wrote this JSON: "vllm", "guidellm", "llama-bench", "endpoint" (qfit profile --endpoint), or None."""
+    from qfit.calibrate_import import endpoint
+
+    if endpoint.detect(data):
+        return "endpoint"
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and isinstance(data.get("metadata"), dict) \
             and "guidellm_version" in data["metadata"]:
         return "guidellm"
@@ -74,12 +78,13 @@ def is_profile(data) -> bool:
 def read_external(path: str, data) -> list[Measurement]:
     """Measurements of an already parsed file whose tool `detect` recognised; QfitError otherwise. A list of vllm
     results is a file `vllm bench serve --append-result` grew, one run per line (see `_appended`)."""
-    from qfit.calibrate_import import guidellm, llama_bench, vllm_bench
+    from qfit.calibrate_import import endpoint, guidellm, llama_bench, vllm_bench
 
     if isinstance(data, list) and len(data) > 1 and all(detect(d) == "vllm" for d in data):
         return [m for d in data for m in vllm_bench.parse(path, d)]
     kind = detect(data)
-    parsers = {"vllm": vllm_bench.parse, "guidellm": guidellm.parse, "llama-bench": llama_bench.parse}
+    parsers = {"vllm": vllm_bench.parse, "guidellm": guidellm.parse, "llama-bench": llama_bench.parse,
+               "endpoint": endpoint.parse}
     if kind is None:
         raise QfitError(f"{path} is not a qfit profile result nor a result of vllm bench serve "
                         "(--save-result), guidellm (--output-path *.json) or llama-bench (-o json)")
@@ -87,10 +92,12 @@ def read_external(path: str, data) -> list[Measurement]:
 
 
 def read_any(path: str):
-    """("profile", dict) for a qfit profile result (a folder means its profile.json), else ("external", [Measurement])."""
+    """("profile", dict) for a qfit profile result (a folder means its profile.json, or the endpoint.json of
+    `qfit profile --endpoint --out DIR`), else ("external", [Measurement])."""
     p = Path(path)
     if p.is_dir():
-        p = p / "profile.json"
+        p = p / "profile.json" if (p / "profile.json").is_file() or not (p / "endpoint.json").is_file() \
+            else p / "endpoint.json"
     if not p.is_file():
         raise QfitError(f"no profile result or benchmark file at {path}")
     try:

@@ -66,24 +66,27 @@ def _quality(cvs: list[float], tool: str) -> dict:
     return {"reliable": not flags, "flags": flags[:1]}
 
 
-def _new_group(engine: str, device: str, plan, m: Measurement) -> dict:
+def _new_group(engine: str, device: str, plan, m: Measurement, ref: str) -> dict:
+    """ref: the model as the file or --model named it, which the preview resolves again (a GGUF's display name,
+    e.g. its general.name, would not resolve)."""
     d = plan.to_dict()
     overlay = d["performance"]["breakdown"].get("overlay_factors")
     return {"schema": "qfit.import/1", "created": None, "backend": engine, "device": {"name": device},
-            "model": {"path": d["model"]["name"], "precision": d["precision"]}, "qfit": {},
+            "model": {"path": ref, "precision": d["precision"]}, "qfit": {},
             "prediction": {"available": True, "accelerator": d["accelerator"],
                            **({"overlay_factors": overlay} if overlay else {})},
             "comparison": {"decode": [], "prefill": []}, "imported": {"tool": m.tool, "rows": []}, "_cvs": []}
 
 
-def _row(path: str, m: Measurement, plan, device: str) -> dict:
+def _row(path: str, m: Measurement, plan, device: str, ref: str) -> dict:
     from qfit.perf.efficiency import overlay_key
 
     perf = plan.performance
     d = plan.to_dict()
     row = {"file": path, "tool": m.tool, "label": m.label, "engine": d["engine"], "device": d["accelerator"]["name"],
            "device_ref": device, "family": overlay_key(d["accelerator"]["backend"], d["precision"]),
-           "model": d["model"]["name"], "precision": d["precision"], "batch": m.batch, "input_len": m.input_len,
+           "model": d["model"]["name"], "model_ref": ref, "precision": d["precision"], "batch": m.batch,
+           "input_len": m.input_len,
            "output_len": m.output_len}
     if m.decode_tokens_per_s_per_seq is not None:
         row |= {"measured_decode_tokens_per_s_per_seq": round(m.decode_tokens_per_s_per_seq, 3),
@@ -105,8 +108,8 @@ def to_results(path: str, measurements: list[Measurement], flags: Flags) -> list
             raise QfitError(f"{path}: {exc}") from None
         d = plan.to_dict()
         g = groups.setdefault((d["model"]["name"], d["precision"], acc.key, engine),
-                              _new_group(engine, device, plan, m))
-        row = _row(path, m, plan, device)
+                              _new_group(engine, device, plan, m, flags.model or m.model))
+        row = _row(path, m, plan, device, flags.model or m.model)
         g["imported"]["rows"].append(row)
         if "measured_decode_tokens_per_s_per_seq" in row:
             g["comparison"]["decode"].append({"batch": m.batch, "measured_tokens_per_s_per_seq":

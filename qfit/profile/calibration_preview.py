@@ -74,7 +74,7 @@ def imported_after(fits: list[dict], rows: list[dict]) -> None:
         for r in rows:
             if (r["engine"], r["family"]) != (f["engine"], f["family"]):
                 continue
-            p = api.plan(r["model"], gpu=resolve.accelerator(r["device_ref"]), precision=r["precision"],
+            p = api.plan(r.get("model_ref") or r["model"], gpu=resolve.accelerator(r["device_ref"]), precision=r["precision"],
                          engine=r["engine"], batch=r["batch"], input_len=r["input_len"], output_len=r["output_len"],
                          context=r["input_len"] + r["output_len"], suggest=False, engines=after)
             if "measured_decode_tokens_per_s_per_seq" in r:
