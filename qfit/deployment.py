@@ -21,7 +21,7 @@ from qfit.memory import (
     kv_cache,
     parse_kv_dtype,
 )
-from qfit.model.params import tensor_groups
+from qfit.model.params import layer_groups, tensor_groups
 from qfit.model.sources import LoadedModel
 from qfit.model.spec import ModelSpec
 from qfit.precision import Recipe, WeightBytes, weight_bytes
@@ -42,7 +42,8 @@ class Weights:
 
 
 def weights_for(model: LoadedModel, recipe: Recipe, text_only: bool = False) -> Weights:
-    groups = tensor_groups(model.spec)
+    # a recipe with per-layer widths (a mixed-precision checkpoint) is sized block by block
+    groups = layer_groups(model.spec) if recipe.per_layer else tensor_groups(model.spec)
     wb = weight_bytes(groups, recipe)
     exact = model.header is not None and model.native_precision == recipe.name and model.kind != "catalog"
     total = float(model.header.bytes if exact else wb.total)

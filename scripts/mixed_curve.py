@@ -9,7 +9,11 @@ point (GPTQ on CPU is deterministic given the windows). Bytes = every weight ten
 (qfit inspect), which equals the planner's prediction. Each point is cached in WORK/points.json, so an interrupted
 run resumes. Results: benchmarks/results/mixed_curve.{json,md,png}.
 
-    PYTHONPATH=. nice -n 10 python scripts/mixed_curve.py [--work /tmp/qfit-mixed-curve] [--eval-windows 16]
+    PYTHONPATH=. nice -n 10 python scripts/mixed_curve.py [--work /tmp/qfit-mixed-curve] [--eval-windows 4]
+        [--only KEY,...] [--reeval KEY,...] [--report-only]
+
+Mixed points are per-layer allocations (keys layer-mixed-*); mixed-* keys are the earlier per-module-type runs, kept
+for comparison.
 """
 
 from __future__ import annotations
@@ -67,16 +71,35 @@ def run_point(kind: str, method: str, arg, model: str, out: Path, windows, sens)
         job = QuantizeJob.from_flags(group_size=None, method=method)
         report, alloc = quantize_mixed(model, out, job, Target.from_flags(target_size=f"{arg}B"), force=True,
                                        sensitivity=sens)
-        extra = {"allocation": {u["unit"]: u["bits"] for u in alloc["units"]}, "budget_bytes": int(arg),
+        extra = {"allocation": _by_type(alloc["units"]), "budget_bytes": int(arg),
                  "sensitivity_seconds": alloc["sensitivity"]["seconds"]}
     wall = time.perf_counter() - t
     checked = inspect_checkpoint(out)
     ppl = perplexity(load_dequantized(out), windows)
-    return {"kind": kind, "method": method, "label": f"{kind} {method} " + (f"{arg}-bit" if kind == "uniform"
-                                                                          else f"{int(arg) / 1e6:.1f} MB"),
+    return {"kind": kind, "method": method, "granularity": "layer" if kind == "mixed" else None,
+            "label": f"{kind} {method} " + (f"{arg}-bit" if kind == "uniform" else f"{int(arg) / 1e6:.1f} MB per layer"),
             "weight_bytes": checked.tensor_bytes, "planner_bytes": report.planner_prediction["weight_bytes"],
             "bits_per_weight": report.bits_per_weight, "perplexity": ppl, "quantize_wall_s": round(wall, 1),
-            "quantize_cpu_s": report.cpu_seconds, **extra}
+            "quantize_cpu_s": report.cpu_seconds, "eval_windows": len(windows), **extra}
+
+
+def _by_type(units: list[dict]) -> dict[str, str]:
+    """Per-layer allocation summarised per module type: "self_attn.q+k+v" -> "4" or "3x10 4x20" (width x layers)."""
+    from collections import Counter
+
+    types: dict[str, Counter] = {}
+    for u in units:
+        types.setdefault(u["unit"].split(".", 2)[2], Counter())[u["bits"]] += 1
+    return {t: " ".join(f"{b}x{n}" for b, n in sorted(c.items())) if len(c) > 1 else str(next(iter(c)))
+            for t, c in types.items()}
+
+
+def _migrate(points: dict) -> None:
+    """Points of the earlier per-type allocator (one width per module type): labelled so, kept for comparison."""
+    for p in points.values():
+        if p.get("kind") == "mixed" and p.get("granularity") is None:
+            p["granularity"] = "type"
+            p["label"] = p["label"].removesuffix(" per type") + " per type"
 
 
 def sensitivity(model: str, points: dict, work: Path):
@@ -86,7 +109,7 @@ def sensitivity(model: str, points: dict, work: Path):
     from qfit.quantize.mixed.run import _measure
     from qfit.quantize.mixed.sensitivity import Sensitivity
 
-    saved = work / "sensitivity.json"
+    saved = work / "sensitivity-layers.json"     # per layer key (sensitivity.json: the earlier per-type pass)
     if saved.exists():
         d = json.loads(saved.read_text())
         return Sensitivity({k: {int(b): v for b, v in c.items()} for k, c in d["costs"].items()}, {}, d["tokens"],
@@ -94,40 +117,25 @@ def sensitivity(model: str, points: dict, work: Path):
     job = QuantizeJob.from_flags(group_size=64).for_device("cpu")
     t, cpu = time.perf_counter(), time.process_time()
     sens = _measure(model, job, 64, print, False)
-    points["sensitivity_pass"] = {"kind": "pass", "weight_bytes": None, "wall_s": round(time.perf_counter() - t, 1),
+    points["sensitivity_pass_layers"] = {"kind": "pass", "weight_bytes": None, "wall_s": round(time.perf_counter() - t, 1),
                                   "cpu_s": round(time.process_time() - cpu, 1), "seconds": sens.seconds,
                                   "tokens": sens.tokens}
-    print(json.dumps(points["sensitivity_pass"]), flush=True)
-    saved.write_text(json.dumps({"costs": sens.costs, "tokens": sens.tokens, "seconds": sens.seconds}))
+    print(json.dumps(points["sensitivity_pass_layers"]), flush=True)
+    saved.write_text(json.dumps({"costs": sens.costs, "by_key": sens.by_key(), "tokens": sens.tokens,
+                                 "seconds": sens.seconds}))
     return sens
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", type=Path, default=Path("/tmp/qfit-mixed-curve"))
-    ap.add_argument("--eval-windows", type=int, default=16)
-    ap.add_argument("--methods", default="rtn,gptq")
-    ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
-    args = ap.parse_args()
-    from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
+def _plan(model: str, args) -> list[tuple]:
+    """(kind, method, width or budget) of every point to run, in the order that completes comparisons soonest."""
     from qfit.model.params import tensor_groups
     from qfit.model.sources import load_model
     from qfit.precision import gptq_recipe, weight_bytes
 
-    model = str(smollm2_gguf_path())
-    model_dir = resolve_model_dir(model)
-    args.work.mkdir(parents=True, exist_ok=True)
-    cache = args.work / "points.json"
-    points = json.loads(cache.read_text()) if cache.exists() else {}
-    windows = eval_windows(model_dir, args.eval_windows)
-    if "float" not in points:
-        points["float"] = {"kind": "float", "method": "none", "label": "float32 (GGUF Q4_1 source, dequantized)",
-                           "weight_bytes": None, "perplexity": perplexity(load_causal_lm(model_dir), windows)}
     groups = tensor_groups(load_model(model).spec)
     sizes = {b: weight_bytes(groups, gptq_recipe(b, 64)).total for b in WIDTHS}
     mids = [(sizes[a] + sizes[b]) // 2 for a, b in zip(WIDTHS, WIDTHS[1:])]
     mids.insert(2, (sizes[3] + 3 * sizes[4]) // 4)      # a second budget between 3 and 4 bits
-    # cheap RTN points first, then GPTQ in the order that completes comparisons soonest
     # the GPTQ comparison between 3 and 4 bits first (mixed vs the uniform 3-bit that fits its budget; the slowest
     # points), then RTN, then the rest of the GPTQ curve
     plan = [("uniform", "gptq", 3), ("mixed", "gptq", mids[1])]
@@ -135,11 +143,49 @@ def main() -> None:
     plan += [("uniform", "gptq", 4), ("uniform", "gptq", 2), ("mixed", "gptq", mids[0]), ("mixed", "gptq", mids[2]),
              ("uniform", "gptq", 8), ("mixed", "gptq", mids[3])]
     plan = [p for p in plan if p[1] in args.methods.split(",")]
-    if args.report_only:
-        plan = []
+    if args.only:
+        plan = [p for p in plan if "-".join(map(str, p)) in args.only.split(",")
+                or "layer-" + "-".join(map(str, p)) in args.only.split(",")]
+    return [] if args.report_only else plan
+
+
+def _reeval(points: dict, key: str, args, windows) -> None:
+    from qfit.quantize.dequant import load_dequantized
+
+    points[key].update(perplexity=perplexity(load_dequantized(args.work / key), windows),
+                       eval_windows=args.eval_windows)
+    print(f"re-evaluated {key}: {points[key]['perplexity']:.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("/tmp/qfit-mixed-curve"))
+    ap.add_argument("--eval-windows", type=int, default=4, help="the curve in README/benchmarks: 4")
+    ap.add_argument("--methods", default="rtn,gptq")
+    ap.add_argument("--report-only", action="store_true", help="write the results from WORK/points.json")
+    ap.add_argument("--reeval", default="", help="comma-separated cached point keys whose perplexity to recompute "
+                    "from WORK/KEY at --eval-windows (points measured with another window count)")
+    ap.add_argument("--only", default="", help="comma-separated point keys to run (e.g. uniform-gptq-2), else all")
+    args = ap.parse_args()
+    from qfit.loading import load_causal_lm, resolve_model_dir, smollm2_gguf_path
+
+    model = str(smollm2_gguf_path())
+    model_dir = resolve_model_dir(model)
+    args.work.mkdir(parents=True, exist_ok=True)
+    cache = args.work / "points.json"
+    points = json.loads(cache.read_text()) if cache.exists() else {}
+    _migrate(points)
+    windows = eval_windows(model_dir, args.eval_windows)
+    if "float" not in points:
+        points["float"] = {"kind": "float", "method": "none", "label": "float32 (GGUF Q4_1 source, dequantized)",
+                           "weight_bytes": None, "perplexity": perplexity(load_causal_lm(model_dir), windows)}
+    plan = _plan(model, args)
+    for key in filter(None, args.reeval.split(",")):
+        _reeval(points, key, args, windows)
+        cache.write_text(json.dumps(points, indent=1))
     sens = sensitivity(model, points, args.work) if plan else None
     for kind, method, arg in plan:
-        key = f"{kind}-{method}-{arg}"
+        key = f"{'layer-' if kind == 'mixed' else ''}{kind}-{method}-{arg}"   # mixed-*: the earlier per-type runs
         if key in points:
             continue
         print(f"== {key}", flush=True)
@@ -203,12 +249,13 @@ def plot(rows: list[dict], base: float) -> None:
     from qfit.atomic import write_with
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (kind, method), style in {("uniform", "gptq"): "o-", ("uniform", "rtn"): "s--", ("mixed", "gptq"): "*",
-                                  ("mixed", "rtn"): "x"}.items():
-        pts = [p for p in rows if p["kind"] == kind and p["method"] == method]
+    for (kind, gran, method), style in {("uniform", None, "gptq"): "o-", ("uniform", None, "rtn"): "s--",
+                                        ("mixed", "layer", "gptq"): "*", ("mixed", "layer", "rtn"): "x",
+                                        ("mixed", "type", "gptq"): "P", ("mixed", "type", "rtn"): "+"}.items():
+        pts = [p for p in rows if p["kind"] == kind and p["method"] == method and p.get("granularity") == gran]
         if pts:
             ax.plot([p["weight_bytes"] / 1e6 for p in pts], [p["perplexity"] for p in pts], style, ms=9,
-                    label=f"{kind} {method.upper()}")
+                    label=f"{kind} {method.upper()}" + (f" (per {gran})" if gran else ""))
     ax.axhline(base, color="grey", lw=0.8, label="float32")
     ax.set_yscale("log")
     ax.set_xlabel("weight bytes (MB, embeddings 16-bit included)")

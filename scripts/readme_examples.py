@@ -139,6 +139,15 @@ def _size_reading() -> str:
                    "of ownership, list price + power at TDP).")
 
 
+def _validation_loo() -> str:
+    """The leave-one-model-out table of scripts/validate_planner.py (its own process: it imports the scripts' helpers)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate_planner.py"), "--loo"], capture_output=True,
+                         text=True, cwd=ROOT, env=_env(), check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"validate_planner.py --loo failed: {out.stderr.strip()}")
+    return "\n\n" + out.stdout.strip() + "\n\n"
+
+
 def _size_binding() -> str:
     d = as_json("qfit size --model llama-3.1-70b --context 8k --concurrency 16 --min-tokens-per-s 25 --precision bf16 "
                 "--gpus-allowed H200,A40,L4,\"RTX 3090\" --max-gpus-per-node 2")
@@ -184,7 +193,7 @@ def _would_fit() -> str:
 
 PROSE = {"qwen35-4090": _qwen35_4090, "plan-72b": _plan_72b, "would-fit": _would_fit, "curve": _curve,
          "mac-q4km": _mac, "seeds": _seeds, "size-reading": _size_reading, "size-binding": _size_binding,
-         "size-nodes": _size_nodes}
+         "size-nodes": _size_nodes, "validation-loo": _validation_loo}
 
 
 def render(text: str) -> tuple[str, list[str]]:

@@ -27,7 +27,8 @@ ENGINES = load_engines(overlays=False)
     ("huggingface", "transformers", False), ("llamacpp", "llama.cpp", False), ("gguf", "llama.cpp", False),
     ("trtllm", "vllm", True), ("tensorrt-llm", "vllm", True), ("tgi", "vllm", True), ("lmdeploy", "vllm", True),
     ("autoawq", "transformers", True), ("tinychat", "transformers", True), ("ollama", "llama.cpp", True),
-    ("lmstudio", "llama.cpp", True),
+    ("lmstudio", "llama.cpp", True), ("llama-server", "llama.cpp", False), ("llama-bench", "llama.cpp", False),
+    ("llama-cli", "llama.cpp", False),
 ])
 def test_names_map_to_the_nearest_engine_with_a_note(name, engine, noted):
     profile = ENGINES.get(name)

@@ -82,3 +82,20 @@ def test_size_keys_hold_for_a_replica_over_several_nodes():
     c = doc["chosen"]
     assert (c["nodes_per_replica"], c["internode"], c["layout"]) == (2, "infiniband-ndr", "2 nodes x 2 GPUs (TP2 x PP2)")
     assert doc["search"]["internode"]["key"] == "infiniband-ndr" and doc["search"]["max_nodes_per_replica"] == 2
+
+
+def test_endpoint_profile_keys_are_in_the_output():
+    """`qfit profile --endpoint` against the fake server (tests/endpoint_servers.py): the top-level and per-level keys."""
+    from endpoint_servers import FakeConfig, fake_server
+    with fake_server(FakeConfig()) as url:
+        r = CliRunner().invoke(cli, ["profile", "--endpoint", url, "--text", "pydoc", "--input-len", "32",
+                                     "--output-len", "4", "-b", "1", "--requests", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    for section, obj in (("qfit profile --endpoint URL --json", doc),
+                         ("levels[] of qfit profile --endpoint URL --json", doc["levels"][0])):
+        keys = SECTIONS[section]
+        assert len(keys) >= 10
+        for path, kind in keys:
+            allowed = tuple(TYPES[k.strip()] for k in kind.split(" or "))
+            assert isinstance(_get(obj, path), allowed), (path, kind)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from qfit.errors import QfitError
-from qfit.model.params import tensor_groups
+from qfit.model.params import layer_groups
 from qfit.model.sources import load_model
 from qfit.precision import recipe_from_config, weight_bytes
 from qfit.quantize.inspect import inspect_checkpoint
@@ -51,14 +51,16 @@ def test_sensitivity_falls_with_width(tiny_sensitivity):
     assert tiny_sensitivity.tokens == 4 * 32 and len(tiny_sensitivity.per_module) == 2 * 7
     for name, errs in tiny_sensitivity.per_module.items():
         assert errs[2] > errs[3] > errs[4] > errs[8] > 0, name
-    # per module key: the sum over both layers
-    q = [v[4] for n, v in tiny_sensitivity.per_module.items() if n.endswith("q_proj")]
-    assert tiny_sensitivity.costs["self_attn.q_proj"][4] == pytest.approx(sum(q))
+    # per layer key (the allocation's granularity), and per module key the sum over both layers
+    q = {n: v[4] for n, v in tiny_sensitivity.per_module.items() if n.endswith("q_proj")}
+    assert set(q) == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}
+    assert tiny_sensitivity.costs["layers.1.self_attn.q_proj"][4] == q["model.layers.1.self_attn.q_proj"]
+    assert tiny_sensitivity.by_key()["self_attn.q_proj"][4] == pytest.approx(sum(q.values()))
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.6])
 def test_written_bytes_equal_the_allocation(tiny_llama_dir, tiny_sensitivity, tmp_path, fraction):
-    groups = tensor_groups(load_model(str(tiny_llama_dir)).spec)
+    groups = layer_groups(load_model(str(tiny_llama_dir)).spec)
     units, fixed = build_units(groups, 32, tiny_sensitivity.costs)
     low = smallest(units, fixed)
     high = fixed + sum(max(o.bytes for o in u.options) for u in units)
@@ -85,7 +87,7 @@ def test_the_dequantized_mixed_checkpoint_loads(tiny_llama_dir, tiny_sensitivity
 
     from qfit.quantize.dequant import load_dequantized
 
-    groups = tensor_groups(load_model(str(tiny_llama_dir)).spec)
+    groups = layer_groups(load_model(str(tiny_llama_dir)).spec)
     units, fixed = build_units(groups, 32, tiny_sensitivity.costs, widths=(2, 8, KEEP))
     all8 = fixed + sum(o.bytes for u in units for o in u.options if o.bits == 8)
     alloc = allocate(units, (smallest(units, fixed) + all8) // 2, fixed)   # all-8 does not fit, all-2 wastes room

@@ -170,12 +170,9 @@ def test_every_alias_and_judgement_names_a_canonical_precision():
 
 
 REFUSED_PRECISIONS = [
-    # Unsloth Dynamic and uploaders' _L/_XL variants: the .gguf file, or llama.cpp's nearest mix as an approximation
-    ("gguf-UD-Q4_K_XL", ["Unsloth Dynamic", "pass the .gguf file itself", "gguf-q4_k_m"]),
-    ("UD-Q4_K_XL", ["Unsloth Dynamic", "gguf-q4_k_m"]), ("UD-Q8_K_XL", ["Unsloth Dynamic", "gguf-q8_0"]),
-    ("UD-Q2_K_XL", ["Unsloth Dynamic", "gguf-q2_k"]), ("UD-Q3_K_XL", ["Unsloth Dynamic", "gguf-q3_k_l"]),
-    ("UD-IQ2_XXS", ["Unsloth Dynamic", "gguf-iq2_xxs"]), ("UD-IQ1_S", ["Unsloth Dynamic", "gguf-iq1_s"]),
-    ("UD-TQ1_0", ["Unsloth Dynamic", "gguf-tq1_0"]), ("q4_k_xl", ["not a llama-quantize type", "gguf-q4_k_m"]),
+    # uploaders' _L/_XL variants (not Unsloth Dynamic): the .gguf file, or llama.cpp's nearest mix as an approximation
+    ("UD-Q7_K_XL", ["Unsloth Dynamic GGUF of no llama.cpp base type", "pass the .gguf file itself"]),
+    ("q4_k_xl", ["not a llama-quantize type", "gguf-q4_k_m"]),
     ("Q6_K_L", ["not a llama-quantize type", "gguf-q6_k"]), ("Q4_K_L", ["not a llama-quantize type", "gguf-q4_k_m"]),
     # ambiguous or not sizeable by name
     ("4bit", ["ambiguous", "gptq-int4, awq-int4, nf4, gguf-q4_k_m"]), ("4-bit", ["ambiguous", "nf4"]),
@@ -198,15 +195,29 @@ def test_precision_refusals_say_what_to_pass(typed, fragments):
 
 def test_uploader_refusal_suggests_a_name_that_plans():
     with pytest.raises(QfitError) as exc:
-        parse_recipe("UD-Q4_K_XL")
+        parse_recipe("Q4_K_XL")
     suggested = str(exc.value).split("plan llama.cpp's own ")[1].split(" mix")[0]
     assert parse_recipe(suggested).name == "gguf-q4_k_m"
 
 
-def test_cli_refuses_a_ud_quant_in_one_line():
-    from click.testing import CliRunner
+# Unsloth Dynamic names resolve to their llama.cpp base mix (the largest n-bit mix for "Qn_K_XL", the type itself for
+# "IQ2_XXS"-style names), the note saying no overhead is added and why.
+UD_NAMES = [("UD-Q4_K_XL", "gguf-q4_k_m"), ("gguf-UD-Q4_K_XL", "gguf-q4_k_m"), ("ud-q4_k_xl", "gguf-q4_k_m"),
+            ("UD-Q8_K_XL", "gguf-q8_0"), ("UD-Q2_K_XL", "gguf-q2_k"), ("UD-Q3_K_XL", "gguf-q3_k_l"),
+            ("UD-Q5_K_XL", "gguf-q5_k_m"), ("UD-Q6_K_XL", "gguf-q6_k"), ("UD-IQ2_XXS", "gguf-iq2_xxs"),
+            ("UD-IQ1_S", "gguf-iq1_s"), ("UD-TQ1_0", "gguf-tq1_0"), ("UD-IQ3_XXS", "gguf-iq3_xxs")]
 
-    from qfit.cli import cli
 
-    res = CliRunner().invoke(cli, ["plan", "--model", "llama-3-8b", "--gpu", "A6000", "--precision", "UD-Q4_K_XL"])
-    assert res.exit_code == 2 and "Unsloth Dynamic" in res.output and "Traceback" not in res.output
+@pytest.mark.parametrize("typed, canonical", UD_NAMES)
+def test_unsloth_dynamic_names_plan_as_their_base_mix(typed, canonical):
+    r = parse_recipe(typed)
+    assert r.name == canonical and "Unsloth Dynamic" in r.note and "no overhead is added" in r.note
+    assert r == parse_recipe(canonical)
+
+
+def test_a_ud_quant_plans_with_its_assumption_and_the_base_mix_bytes():
+    ud = api.plan("llama-3-8b", gpu="A6000", precision="UD-Q4_K_XL", context=4096)
+    base = api.plan("llama-3-8b", gpu="A6000", precision="gguf-q4_k_m", context=4096)
+    assert ud.memory.weights == base.memory.weights
+    assert any("'UD-Q4_K_XL' (Unsloth Dynamic GGUF) planned as llama.cpp's gguf-q4_k_m mix" in a
+               for a in ud.assumptions)

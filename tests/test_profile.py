@@ -156,7 +156,6 @@ def test_markdown_renders_na_prediction():
     (["x", "--eval", "ppl,hellaswag"], "unknown task 'hellaswag'"),
     (["x", "--eval", "kl"], "pass --baseline"),
     (["x", "--backend", "vllm"], "backend vllm needs the vllm package"),
-    (["x", "--backend", "llama.cpp"], "pip install llama-cpp-python"),
     (["x", "--backend", "tgi"], "unknown backend 'tgi'"),
     (["x", "--plot"], "pass --out DIR"),
     (["x", "--limit", "0"], "--limit must be positive"),
@@ -175,6 +174,31 @@ def test_cli_bad_input_is_one_line(args, error):
     assert res.exit_code == 2, res.output
     assert error in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_llama_cpp_backend_errors_come_before_anything_loads(monkeypatch):
+    """A missing package names how to install it; an installed one refuses batches its Llama object cannot hold."""
+    import importlib.util
+
+    from qfit.profile import backends
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    res = CliRunner().invoke(cli, ["profile", "x", "--backend", "llama.cpp"])
+    assert res.exit_code == 2 and "pip install llama-cpp-python" in res.output and "scripts/setup.sh" in res.output
+    monkeypatch.setattr(backends, "require", lambda name: None)
+    res = CliRunner().invoke(cli, ["profile", "x", "--backend", "llama.cpp", "-b", "1,4"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "runs at most 1 sequence(s) in process: use --batch 1" in res.output and "--endpoint" in res.output
+
+
+def test_a_backend_holding_one_sequence_defaults_to_batch_one():
+    from qfit.profile.defaults import backend_max_batch, fill
+
+    assert backend_max_batch("llama.cpp") == 1 and backend_max_batch("transformers") is None
+    given = {"batch": None, "output_len": None, "trials": None, "warmup": None}
+    assert fill(given, "cpu", backend_max_batch("llama.cpp"))[0]["batch"] == "1"
+    assert fill(given, "cpu")[0]["batch"] == "1,4" and fill(given, "accelerator", 4)[0]["batch"] == "1,4"
 
 
 def test_renamed_flags_and_the_short_batch_flag():

@@ -26,9 +26,10 @@ from calibration import held_out as is_held_out  # noqa: E402
 # kind -> (README median abs error %, README share within +-25 %)
 README_FIGURES = {"decode": (4.4, 97.0), "prefill": (5.2, 89.7),
                   "e2e": (2.9, 100.0), "memory": (0.3, 100.0)}
-# The unseen Qwen3 rows as scored on 2026-11-29 (no prefill rows there): a ceiling until issue 12 lowers it. The
-# end-to-end figure counts (prompt + generated) tokens over total time, as those rows define it.
-HELD_OUT_FIGURES = {"decode": (50.0, 9.1), "e2e": (33.6, 28.9), "memory": (3.0, 100.0)}
+# The unseen Qwen3 rows as scored on 2026-11-30, after transformers' per-expert MoE loop and FP8 call cost (no prefill
+# rows there): a ceiling until issue 12 lowers it further. The end-to-end figure counts (prompt + generated) tokens
+# over total time, as those rows define it.
+HELD_OUT_FIGURES = {"decode": (31.6, 18.2), "e2e": (31.4, 35.6), "memory": (3.0, 100.0)}
 SLACK_PCT = 1.5
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CASES.is_file(), reason="calibration set not present")

@@ -33,8 +33,9 @@ def _split(value: str | None) -> list[str]:
 @click.option("--gpus-per-node", help="Accelerators in each node (with --nodes; default --gpus / --nodes).")
 @click.option("--internode", help="Link between nodes, from profiles/planner/internode.yaml: infiniband-ndr "
                                   "(400 Gb/s, the default), infiniband-hdr, ethernet-100g.")
-@click.option("--precision", "-p", help="fp32 bf16 fp16 fp8 int8 gptq-int{2,3,4,8} awq-int4 nf4 mxfp4 gguf-<type>; "
-                                        "comma list for a matrix. Default: what the checkpoint ships in.")
+@click.option("--precision", "-p", help="fp32 bf16 fp16 fp8 int8 gptq-int{2,3,4,8} awq-int4 nf4 mxfp4 gguf-<type> "
+                                        "(Q4_K_M; Unsloth UD-Q4_K_XL is planned as its base mix, said in the "
+                                        "assumptions); comma list for a matrix. Default: what the checkpoint ships in.")
 @click.option("--group-size", type=int, help="GPTQ/AWQ group size (default 128; -1 = per column).")
 @click.option("--context", "-c", help="Context length in tokens (8192, 32k). Default 8k or the model's maximum.")
 @click.option("--batch", "-b", default="1", show_default=True, help="Concurrent sequences; a list (1,8,32) prints a curve.")

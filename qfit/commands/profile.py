@@ -44,7 +44,26 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
 
 
 @click.command("profile", cls=_ProfileCommand)
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--endpoint", help="Measure a running OpenAI-compatible server at this URL (vLLM, SGLang, llama.cpp, TGI, "
+              "Ollama) instead of loading MODEL: streamed /v1/completions at --input-len/--output-len over a -b "
+              "concurrency sweep (or --rate).")
+@click.option("--model", "plan_model", help="With --endpoint: the model qfit plan should predict for (catalog name, "
+              "hub id or config path); with --gpu draws the plan beside the measurement.")
+@click.option("--gpu", help="With --endpoint: the server's GPU, for the plan.")
+@click.option("--engine", help="With --endpoint: the server's engine, for the plan (vllm, sglang, llama.cpp, ...).")
+@click.option("--precision", help="With --endpoint: the served weights' precision, for the plan (e.g. bf16, fp8, "
+              "gptq-int4).")
+@click.option("--served-model", help="With --endpoint: the model name to request (default: the first of /v1/models).")
+@click.option("--requests", help="With --endpoint: requests per level (default 4 x concurrency, at least 8; "
+              "with --rate 8 x rate, at least 16).")
+@click.option("--rate", help="With --endpoint: request rates (req/s, Poisson arrivals, comma list) instead of -b.")
+@click.option("--request-timeout", default="600s", show_default=True, help="With --endpoint: longest a request may "
+              "take in all.")
+@click.option("--first-token-timeout", default="120s", show_default=True, help="With --endpoint: longest wait for "
+              "the first token (queueing included).")
+@click.option("--stall-timeout", default="30s", show_default=True, help="With --endpoint: longest silence inside a "
+              "stream.")
 @click.option("--baseline", "baseline", help="Reference model (float checkpoint) scored with the same protocol.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--backend", default="transformers", show_default=True,
@@ -84,11 +103,14 @@ def _renamed(ctx: click.Context, new_key: str, new_flag: str, old_value, old_fla
               "terminal) here.")
 @click.option("--plot", is_flag=True, help="With --out: also write PNG plots.")
 @click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
-def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
+def profile(model, endpoint, plan_model, gpu, engine, precision, served_model, requests, rate, request_timeout,
+            first_token_timeout, stall_timeout, baseline, device, backend, dtype, evals, text, ppl_tokens, ppl_window, ppl_stride, bos, limit,
             input_lens, old_input_lens, batches, output_tokens, old_output_tokens, trials, warmup, threads,
             accuracy_weights, no_speed,
             tensor_parallel, trust_remote_code, as_json, wide, out, plot, force):
-    """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction.
+    """What did it cost: accuracy and speed of MODEL against BASE and against `qfit plan`'s prediction; or, with
+    --endpoint URL and no MODEL, what a running OpenAI-compatible server delivers (TTFT, ITL, TPOT, latency and
+    throughput per concurrency, errors and timeouts), beside the plan when --model and --gpu are given.
 
     Progress goes to stderr (bars on a terminal, a line per stage and at most every 30 s otherwise); stdout carries
     only the result (--json: nothing but the JSON, whatever the libraries print)."""
@@ -97,6 +119,18 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
     from qfit.profile.run import ProfileOptions, parse_evals
 
     ctx = click.get_current_context()
+    from qfit.endpoint.options import refuse_mixing
+    given = {k for k in ctx.params if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    refuse_mixing(given, endpoint, model)
+    if endpoint is not None:
+        from qfit.endpoint.options import endpoint_options
+        opts = endpoint_options(
+            endpoint, input_len=input_lens if "input_lens" in given else None, output_len=output_tokens,
+            batches=batches, rate=rate, requests=requests, warmup=warmup, text=text, served_model=served_model,
+            plan_model=plan_model, gpu=gpu, engine=engine, precision=precision, tensor_parallel=tensor_parallel,
+            request_timeout=request_timeout, first_token_timeout=first_token_timeout, stall_timeout=stall_timeout,
+            batch_given="batches" in given)
+        return _endpoint(opts, as_json, wide, out, plot, force)
     notes: list[str] = []
     input_lens = _renamed(ctx, "input_lens", "--input-len", old_input_lens, "--input-lens", notes)
     output_tokens = _renamed(ctx, "output_tokens", "--output-len", old_output_tokens, "--output-tokens", notes)
@@ -119,6 +153,9 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         trust_remote_code=trust_remote_code, accuracy_weights=accuracy_weights)
     if opts.speed and opts.output_tokens < 2:
         raise QfitError("--output-len must be at least 2 (TPOT needs a second token)")
+    if opts.speed:
+        from qfit.profile.defaults import check_batches
+        check_batches(opts.batches, opts.backend)
     if opts.baseline is None and not opts.evals and not opts.speed:
         raise QfitError("nothing to do: --eval none and --no-speed")
     _check_paths(opts, out, force, plot)
@@ -142,13 +179,35 @@ def profile(model, baseline, device, backend, dtype, evals, text, ppl_tokens, pp
         render_rich(result, console(wide=wide), wide=wide)
 
 
+def _endpoint(opts, as_json: bool, wide: bool, out: str | None, plot: bool, force: bool) -> None:
+    from qfit.endpoint.report import check_out, render_rich, write_outputs
+    from qfit.endpoint.run import run_endpoint
+    from qfit.errors import QfitError
+    from qfit.profile.progress import stderr_progress
+    if plot and not out:
+        raise QfitError("--plot writes PNG files: pass --out DIR too")
+    if out:
+        check_out(Path(out).expanduser(), force, plot)
+    result = run_endpoint(opts, stderr_progress())
+    if out:
+        for p in write_outputs(result, Path(out).expanduser(), force, plot):
+            click.echo(f"wrote {p}", err=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from qfit.tables import console
+        render_rich(result, console(wide=wide), wide=wide)
+    if result["interrupted"]:
+        raise SystemExit(130)   # the finished levels are written and shown; the exit status still says Ctrl-C
+
+
 def _speed_settings(device: str, backend: str, no_speed: bool, notes: list[str], *given):
     """--batch, --output-len, --trials, --warmup as given, else the device's defaults (qfit.profile.defaults)."""
-    from qfit.profile.defaults import FLAGS, device_kind, fill
+    from qfit.profile.defaults import FLAGS, backend_max_batch, device_kind, fill
     values = dict(zip(FLAGS, given))
     if no_speed or all(v is not None for v in values.values()):
         return tuple(v if v is not None else "1" for v in values.values())
-    filled, note = fill(values, device_kind(device, backend))
+    filled, note = fill(values, device_kind(device, backend), backend_max_batch(backend))
     if note:
         notes.append(note)
     return tuple(filled[k] for k in FLAGS)

@@ -86,7 +86,8 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
                    "time), not available for rtn.")
 @click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (Marlin needs sym).")
 @click.option("--keep", multiple=True, metavar="PATTERN",
-              help="Leave matching modules 16-bit (glob on the module inside a block, e.g. 'mlp.down_proj'); repeatable.")
+              help="Leave matching modules 16-bit (glob on the module inside a block, e.g. 'mlp.down_proj', or in one "
+                   "block, 'layers.3.mlp.down_proj'); repeatable.")
 @click.option("--override", "overrides", multiple=True, metavar="PATTERN=BITS[:GROUP]",
               help="Store matching modules at other bits / group size, e.g. 'self_attn.v_proj=8'; repeatable.")
 @click.option("--damp", type=float, default=DEFAULT_DAMP, show_default=True,
@@ -116,7 +117,8 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
 @click.option("--gpus", type=int, default=1, show_default=True, help="With --fit: GPUs (tensor parallel).")
 @click.option("--context", metavar="TOKENS", help="With --fit: context per sequence (e.g. 32k; default the model's).")
 @click.option("--batch", type=int, default=1, show_default=True, help="With --fit: concurrent sequences.")
-@click.option("--engine", help="With --fit: serving engine (vllm, sglang, ...; default as `qfit plan` picks).")
+@click.option("--engine", help="With a budget: the serving engine (vllm, sglang, ...; --fit: default as `qfit plan` "
+                               "picks); vllm/sglang load 4/8-bit GPTQ only, so only those widths are chosen.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
@@ -129,7 +131,7 @@ def quantize(model, out, bits, group_size, desc_act, clip_search, sym, keep, ove
     band, from constants measured per host in profiles/quantize/time.yaml). GPTQModel's and transformers' output goes
     to OUT/qfit-quantize.log; the terminal shows a few lines and per-layer progress.
 
-    With --target-size, --target-bpw or --fit, widths are chosen per module (fused q/k/v and gate/up kept uniform) to
+    With --target-size, --target-bpw or --fit, widths are chosen per layer and module (fused q/k/v and gate/up kept uniform) to
     minimise the summed Hessian-weighted error measured in one float pass over the calibration data, under the byte
     budget (--bits is then not used); the allocation is written to OUT/qfit-allocation.json."""
     from rich.console import Console

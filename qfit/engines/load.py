@@ -29,6 +29,10 @@ REQUIRED = ("name", "description", "aliases", "multi_gpu", "default_on", "runs",
             "fitted")
 
 
+def _us(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e5
+
+
 def validate_profile(data: dict, stem: str) -> list[str]:
     """Problems with one engine profile (empty list = valid), each naming its field."""
     if not isinstance(data, dict):
@@ -55,6 +59,17 @@ def validate_profile(data: dict, stem: str) -> list[str]:
     speed = data["speed"] or {}
     if speed.get("default_backend") not in (data["fitted"].get("backends") or {}) | (speed.get("priors") or {}):
         out.append(f"speed.default_backend {speed.get('default_backend')!r} has neither fitted factors nor a prior")
+    loop = speed.get("moe_expert_loop")
+    if loop is not None and not (isinstance(loop, dict) and isinstance(loop.get("us"), (int, float))
+                                 and not isinstance(loop.get("us"), bool) and 0 <= loop["us"] < 1e5
+                                 and isinstance(loop.get("note"), str) and loop["note"].strip()):
+        out.append("speed.moe_expert_loop must be {us: a number in [0, 1e5), note: why}")
+    warns = speed.get("format_warnings") or []
+    if not isinstance(warns, list) or not all(isinstance(w, dict) and isinstance(w.get("match"), str)
+                                              and isinstance(w.get("note"), str) and w["note"].strip()
+                                              and _us(w.get("call_us", 0.0)) for w in warns):
+        out.append("speed.format_warnings must be a list of {match: precision glob, note: the warning, "
+                   "call_us: optional us per linear call in [0, 1e5)}")
     return out
 
 
@@ -70,6 +85,8 @@ def _backends(data: dict) -> dict[str, dict]:
     for backend, prior in (data["speed"].get("priors") or {}).items():
         out[backend] = {"prior_from": prior["from"], "why": prior.get("why", ""),
                         "band_multiplier": float(prior["band_multiplier"])}
+        if prior.get("formats"):      # measured on this backend, ahead of the borrowed backend's format factors
+            out[backend]["own_formats"] = list(prior["formats"])
     return out
 
 
@@ -87,7 +104,10 @@ def _resolve(records: dict, engine: str, backend: str, seen: tuple = ()) -> tupl
     if p_engine not in records:
         raise QfitError(f"engine profile {engine}: speed prior from unknown engine {p_engine!r}")
     base, _, mult = _resolve(records, p_engine, p_backend, seen + (f"{engine}/{backend}",))
-    merged = {**base, **{k: v for k, v in entry.items() if k not in ("prior_from", "band_multiplier", "error_band")}}
+    merged = {**base, **{k: v for k, v in entry.items()
+                         if k not in ("prior_from", "band_multiplier", "error_band", "own_formats")}}
+    if entry.get("own_formats"):
+        merged["formats"] = entry["own_formats"] + list(base.get("formats") or [])
     why = entry.get("why", "")
     notes = [f"{engine}/{backend} uses {p_engine}/{p_backend} factors (uncalibrated prior{': ' + why if why else ''})"]
     return merged, notes, mult * float(entry.get("band_multiplier", 2.0))
@@ -125,7 +145,11 @@ def _profile(records: dict, stem: str, policy: Policy) -> EngineProfile:
         speed=entries, speed_default_backend=speed["default_backend"],
         prefill_chunk_tokens=int(speed.get("prefill_chunk_tokens", 0)),
         allreduce_latency_us={k: float(v) for k, v in speed["allreduce_latency_us"].items()}, policy=policy,
-        sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}))
+        sources=d.get("sources") or {}, unsupported_families=dict(d.get("unsupported_families") or {}),
+        moe_expert_loop_us=float((speed.get("moe_expert_loop") or {}).get("us", 0.0)),
+        moe_expert_loop_note=" ".join(str((speed.get("moe_expert_loop") or {}).get("note", "")).split()),
+        format_warnings=tuple((str(w["match"]), " ".join(str(w["note"]).split()), float(w.get("call_us", 0.0)))
+                              for w in speed.get("format_warnings") or ()))
 
 
 @lru_cache(maxsize=4)

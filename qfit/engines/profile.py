@@ -109,7 +109,7 @@ class EngineProfile:
     kv_dtypes: tuple[str, ...]                  # KV cache dtypes the engine can store
     default_on: tuple[str, ...]
     aliases: dict[str, str | None]              # name -> note (None: the same engine under another name)
-    measure: dict[str, str] | None              # python package qfit profile drives: {import, install}
+    measure: dict | None    # python package qfit profile drives: {import, install[, max_batch: sequences it holds]}
     speed: dict[str, SpeedEntry]                # backend -> resolved factors
     speed_default_backend: str
     prefill_chunk_tokens: int
@@ -119,6 +119,9 @@ class EngineProfile:
     sources: dict[str, str] = field(default_factory=dict)
     note: str | None = None                     # set when the user's name was mapped to this engine
     unsupported_families: dict[str, str] = field(default_factory=dict)   # device family -> why the engine cannot
+    moe_expert_loop_us: float = 0.0             # speed.moe_expert_loop.us: per expert per routed layer per step
+    moe_expert_loop_note: str = ""              # the assumption a MoE plan states when the loop cost applies
+    format_warnings: tuple[tuple[str, str, float], ...] = ()   # (precision glob, warning, us per linear call)
     _efficiency: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -156,6 +156,28 @@ def _tensor_groups(spec: ModelSpec, include_mtp: bool) -> tuple[TensorGroup, ...
     return tuple(TensorGroup(m, role, r, c, cnt, act) for (m, role, r, c), (cnt, act) in merged.items())
 
 
+def layer_groups(spec: ModelSpec) -> list[TensorGroup]:
+    """tensor_groups with every block's tensors apart ("layers.3.self_attn.q_proj", experts of a layer merged): what
+    a recipe with per-layer patterns is sized on. Same tensors, same totals as tensor_groups."""
+    return list(_layer_groups(spec))
+
+
+@lru_cache(maxsize=16)
+def _layer_groups(spec: ModelSpec) -> tuple[TensorGroup, ...]:
+    out = []
+    for g in _tensor_groups(spec, False):
+        if not g.module.startswith("layers."):
+            out.append(g)
+    merged: "OrderedDict[tuple[str, str, int, int], list[int]]" = OrderedDict()
+    for i, kind in enumerate(spec.layer_types):
+        for module, role, r, c, count, active in _layer(spec, i, kind):
+            slot = merged.setdefault((f"layers.{i}.{module}", role, r, c), [0, 0])
+            slot[0] += count
+            slot[1] += active
+    blocks = [TensorGroup(m, role, r, c, cnt, act) for (m, role, r, c), (cnt, act) in merged.items()]
+    return tuple(out[:1] + blocks + out[1:])      # embeddings first, then the blocks, then norm / head / vision
+
+
 _MODULE_OF_ROLE = {
     "embed": "embeddings", "lm_head": "lm_head", "norm": "norms", "router": "router", "shared_router": "router",
     "vision": "vision", "conv": "attention", "state_param": "attention", "bias": "biases",

@@ -90,3 +90,15 @@ def module_key(name: str) -> str:
     m = _BLOCK_PREFIX.match(name)
     name = name[m.end():] if m else name.rsplit(".", 1)[-1]
     return ".".join(p for p in name.split(".") if not p.isdigit())
+
+
+_LAYER_INDEX = re.compile(r"^(?:.*\.)?layers\.(\d+)\.")
+
+
+def layer_key(name: str) -> str | None:
+    """module_key with the block's index kept, what per-layer recipe patterns ("layers.3.mlp.down_proj") match:
+    "model.layers.3.mlp.experts.7.down_proj.weight" -> "layers.3.mlp.experts.down_proj" (the experts of a layer go
+    together: a fused MoE kernel takes one config for all of them). None outside the blocks, and for a TensorGroup
+    merged across layers ("layers.mlp.down_proj"), which no per-layer pattern can describe."""
+    m = _LAYER_INDEX.match(name)
+    return f"layers.{m.group(1)}.{module_key(name)}" if m else None

@@ -28,6 +28,7 @@ class FormatFactor:
     overhead_per_layer_us: float = 0.0  # added to the backend's per-layer overhead
     prefill_compute: float = 1.0       # multiplies prefill_compute_efficiency
     note: str = ""
+    source: str = ""                   # a hand-reviewed factor's measurement, stated in the plan's assumptions
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,22 @@ class Efficiency:
     decode_speed_factor: float = 1.0    # user calibration overlay (`qfit calibrate`), 1.0 when none
     prefill_speed_factor: float = 1.0
     overlay: str | None = None          # path of the overlay the factors came from
+    moe_expert_loop_us: float = 0.0     # fixed time per expert per routed layer per forward pass (engine-level:
+    #                                     transformers visits every expert in a Python loop; fused kernels: 0)
+    moe_expert_loop_note: str = ""      # its basis, stated in MoE plans
+    linear_call_us: float = 0.0         # fixed time per linear-module call for this format (engine x format term,
+    #                                     speed.format_warnings[].call_us: transformers' FP8 path)
 
     @property
     def decode_bw(self) -> float:
         return self.decode_bandwidth_efficiency * self.format.decode_bandwidth
 
-    def overhead_s(self, layers: int) -> float:
-        """Fixed time of one forward step of a model with `layers` layers."""
+    def overhead_s(self, layers: int, moe_layers: int = 0, num_experts: int = 0) -> float:
+        """Fixed time of one forward step of a model with `layers` layers, `moe_layers` of them routed over
+        `num_experts` experts (an engine that loops over experts pays per expert visited, tokens routed or not)."""
         per_layer = self.overhead_per_layer_us + self.format.overhead_per_layer_us
-        return (self.overhead_per_step_us + layers * per_layer) * 1e-6
+        loop = moe_layers * num_experts * self.moe_expert_loop_us
+        return (self.overhead_per_step_us + layers * per_layer + loop) * 1e-6
 
     @property
     def prefill_eff(self) -> float:
@@ -113,8 +121,16 @@ def efficiency_for(engine: EngineProfile, backend: str, precision: str) -> Effic
         compute_peak=str(entry.get("compute_peak", "tensor")), prefill_chunk_tokens=engine.prefill_chunk_tokens,
         multi_gpu=engine.multi_gpu, allreduce_latency_us=dict(engine.allreduce_latency_us), error_band=band,
         source=str(entry.get("source", "")), calibrated=mult == 1.0 and bool(entry.get("fitted", False)),
-        policy=engine.policy, format=_match_format(entry.get("formats", []), precision), notes=speed.notes)
+        policy=engine.policy, format=_match_format(entry.get("formats", []), precision),
+        notes=speed.notes + _warnings(engine, precision),
+        moe_expert_loop_us=engine.moe_expert_loop_us, moe_expert_loop_note=engine.moe_expert_loop_note,
+        linear_call_us=next((us for glob, _, us in engine.format_warnings if fnmatch.fnmatch(precision, glob)), 0.0))
     return _apply_overlay(eff, engine, precision)
+
+
+def _warnings(engine: EngineProfile, precision: str) -> tuple[str, ...]:
+    """The engine's warning for this weight format (profiles/engines/<engine>.yaml speed.format_warnings), if any."""
+    return next(((note,) for glob, note, _ in engine.format_warnings if fnmatch.fnmatch(precision, glob)), ())
 
 
 FLOAT_WEIGHTS = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")

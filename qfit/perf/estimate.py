@@ -103,24 +103,34 @@ def _breakdown(step: StepTime, pre: StepTime) -> dict:
     }
 
 
-def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, notes: list[str]) -> list[str]:
+def _assumptions(eff: Efficiency, kv_dtype: str, gpus: int, traffic, shape, notes: list[str]) -> list[str]:
     out = [
         f"speed: {eff.engine} on {eff.backend}; decode at {eff.decode_bw:.0%} of spec bandwidth, "
         f"fixed {eff.overhead_per_step_us:.0f} us per step + {eff.overhead_per_layer_us:.0f} us per layer, prefill at {eff.prefill_eff:.0%} of dense tensor FLOPs "
         f"({'fitted' if eff.calibrated else 'prior'}: {eff.source or 'profiles/engines/' + eff.engine + '.yaml'})",
         f"format factor for {eff.format.match}: bandwidth x{eff.format.decode_bandwidth:g}, "
-        f"prefill x{eff.format.prefill_compute:g}, +{eff.format.overhead_per_layer_us:g} us/layer",
+        f"prefill x{eff.format.prefill_compute:g}, +{eff.format.overhead_per_layer_us:g} us/layer"
+        + (f" ({eff.format.source})" if eff.format.source else ""),
         f"KV cache {kv_dtype}; decode reads it {eff.kv_traffic_factor:g}x per step",
     ]
     if traffic.num_experts:
         out.append(f"MoE: {traffic.top_k} of {traffic.num_experts} experts per token; a batch reads the expected "
                    "number of distinct experts 1-(1-k/E)^batch under uniform routing")
+        if eff.moe_expert_loop_us:
+            out.append(moe_loop_note(eff, shape))
     if gpus > 1:
         out.append("multi-GPU: tensor parallel, 2 ring all-reduces per layer" if eff.multi_gpu == "tensor_parallel" else
                    f"multi-GPU: {eff.engine} splits layers across GPUs (sequential per token, no decode speed-up)")
     if eff.prefill_chunk_tokens:
         out.append(f"prefill in chunks of {eff.prefill_chunk_tokens} tokens (weights re-read per chunk)")
     return out + list(eff.notes) + notes
+
+
+def moe_loop_note(eff: Efficiency, shape) -> str:
+    ms = eff.overhead_s(0, shape.moe_layers, shape.num_experts) * 1e3
+    return (f"MoE under {eff.engine}: a per-expert loop visits all {shape.num_experts} experts in each of "
+            f"{shape.moe_layers} routed layers every forward pass, tokens routed to them or not: "
+            f"{eff.moe_expert_loop_us:g} us a visit, {ms:.0f} ms a step ({eff.moe_expert_loop_note})")
 
 
 def widened_band(eff: Efficiency, spec: ModelSpec, groups: list[TensorGroup], gpus: int) -> dict:
@@ -163,7 +173,7 @@ def estimate_performance(spec: ModelSpec, groups: list[TensorGroup], weights: We
         prefill_tokens_per_s=batch * max(input_len, 1) / pre_s, decode_tokens_per_s=1.0 / step_s,
         ttft_s=pre_s if input_len else 0.0, tpot_s=step_s, bound=step.bound,
         aggregate_tokens_per_s=batch / step_s, batch=batch,
-        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, notes) + depth_notes,
+        assumptions=_assumptions(eff, kv_dtype, gpus, traffic, shape, notes) + depth_notes,
         error_band=band, breakdown=breakdown)
     if output_len:
         est.e2e_s = est.ttft_s + output_len * step_s

@@ -17,6 +17,7 @@ from qfit.perf.workload import (
     WeightTraffic,
     attention_flops,
     kv_bytes_read,
+    linear_calls,
     prefill_attention_flops,
     state_bytes_rw,
 )
@@ -70,6 +71,13 @@ def allreduce_s(dev: Device, eff: Efficiency, layers: int, tokens: int, hidden: 
     return 2 * layers * per
 
 
+def step_overhead_s(shape: Shape, eff: Efficiency) -> float:
+    """Fixed time of one forward pass: per step, per layer, per expert visited by an engine's loop, and per linear
+    call of a format whose kernels carry a fixed cost (transformers' FP8 path)."""
+    calls = linear_calls(shape, eff.moe_expert_loop_us > 0) if eff.linear_call_us else 0
+    return eff.overhead_s(shape.layers, shape.moe_layers, shape.num_experts) + calls * eff.linear_call_us * 1e-6
+
+
 def _compute_s(dev: Device, eff: Efficiency, linear_flops: float, attn_flops: float) -> float:
     """GEMMs run at the format's efficiency (dequantizing GEMMs are slower); attention at the attention kernel's."""
     peak = dev.peak_tflops * 1e12
@@ -90,7 +98,7 @@ def decode_step(shape: Shape, traffic: WeightTraffic, dev: Device, eff: Efficien
     attn = batch * attention_flops(shape, context) / w_shards
     flops = linear + attn
     compute_s = _compute_s(dev, eff, linear, attn)
-    overhead_s = eff.overhead_s(shape.layers)
+    overhead_s = step_overhead_s(shape, eff)
     comm_s = allreduce_s(dev, eff, shape.layers, batch, shape.hidden)
     total = max(memory_s, compute_s) + overhead_s + comm_s
     return StepTime(total, memory_s, compute_s, overhead_s, comm_s, weight_bytes + kv, flops, kv)
@@ -110,7 +118,7 @@ def prefill(shape: Shape, traffic: WeightTraffic, dev: Device, eff: Efficiency, 
     bw = dev.bandwidth_gbps * 1e9
     memory_s = weight_bytes / (bw * eff.decode_bw)
     compute_s = _compute_s(dev, eff, linear, attn)
-    overhead_s = chunks * eff.overhead_s(shape.layers)
+    overhead_s = chunks * step_overhead_s(shape, eff)
     comm_s = chunks * allreduce_s(dev, eff, shape.layers, chunk, shape.hidden)
     total = max(memory_s, compute_s) + overhead_s + comm_s
     return StepTime(total, memory_s, compute_s, overhead_s, comm_s, weight_bytes, flops, 0.0)

@@ -38,6 +38,8 @@ class Shape:
     linear_state_elems: int    # per linear-attention layer and sequence
     num_experts: int
     top_k: int
+    moe_layers: int = 0        # layers whose MLP is routed (an engine's per-expert loop runs in each)
+    shared_experts: int = 0    # always-on experts per routed layer
 
 
 def shape_of(spec: ModelSpec) -> Shape:
@@ -51,7 +53,16 @@ def shape_of(spec: ModelSpec) -> Shape:
     experts, top_k = (spec.moe.num_experts, spec.moe.top_k) if spec.moe else (0, 0)
     return Shape(spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, count["full"], count["sliding"],
                  spec.sliding_window or 0, mla_layers, lora + rope, lora + rope, lora, count["linear"], state, experts,
-                 top_k)
+                 top_k, len(spec.moe.moe_layers) if spec.moe else 0, spec.moe.shared_experts if spec.moe else 0)
+
+
+def linear_calls(shape: Shape, every_expert: bool) -> int:
+    """Linear-module calls of one forward pass: 4 attention projections per layer (q, k, v, o; an approximation for
+    MLA and linear-attention layers), 3 per dense MLP, and per routed layer 3 per expert run: top-k routed (or every
+    expert, when the engine loops over all of them) plus the shared experts."""
+    routed = shape.num_experts if every_expert else shape.top_k
+    dense = shape.layers - shape.moe_layers
+    return 4 * shape.layers + 3 * dense + 3 * shape.moe_layers * (routed + shape.shared_experts)
 
 
 def kv_tokens_seen(shape: Shape, context: int) -> dict[str, int]:

@@ -59,11 +59,12 @@ _NOT_SIZED = {
 }
 _FILE_HINT = "pass the checkpoint itself as --model (its headers give exact bytes)"
 
-# Uploaders' GGUF variants. Unsloth Dynamic ("UD-Q4_K_XL", "UD-IQ2_XXS") picks each tensor's type per model from its
-# own analysis and publishes no rule, so bytes cannot follow from the name; bartowski-style "_L"/"_XL" files override
-# the embedding/output types of a llama.cpp mix. We refuse them rather than plan llama.cpp's own mix under a memory band
-# that was calibrated on exact mixes (the band would not hold); the .gguf file itself gives exact bytes, and the nearest
-# llama.cpp mix is named for a rough plan. The nearest mix of a "Qn_K_XL"/"Qn_K_L": llama.cpp's largest n-bit mix.
+# Uploaders' GGUF variants. Unsloth Dynamic ("UD-Q4_K_XL", "UD-IQ2_XXS") starts from a llama.cpp mix and keeps some
+# tensors wider (and may narrow others) by a per-model rule it does not publish. Published measurements use these
+# names, so they resolve: planned as the base mix, with an assumption saying so. No byte overhead is added because
+# qfit's sources hold no Unsloth file size or UD tensor table to take one from (a guessed figure would be an uncited
+# number); the .gguf file itself gives exact bytes. bartowski-style "_L"/"_XL" files (not UD) stay refused with the
+# base mix named. The base of a "Qn_K_XL"/"Qn_K_L": llama.cpp's largest n-bit mix.
 _NEAREST = {"2": "q2_k", "3": "q3_k_l", "4": "q4_k_m", "5": "q5_k_m", "6": "q6_k", "8": "q8_0"}
 _UPLOADER = re.compile(r"(?P<ud>ud_)?(?P<rest>[it]?q(?P<bits>\d)_[a-z0-9_]+?)(?P<big>_xl|_l)?")
 _GGUF_PREFIX = re.compile(r"^gguf[-_]?")
@@ -90,7 +91,28 @@ def canonical(raw: str, hf_formats: Collection[str]) -> tuple[str, str] | None:
             return JUDGEMENTS[k]
     if bare in FTYPE_BASE and (bare not in _FLOATS or _GGUF_PREFIX.match(spelled)):
         return f"gguf-{bare}", ""     # "Q4_K_M", "q4-k-m", "gguf-Q4_K_M", "GGUF Q4_K_M"; bare "BF16" is the HF format
-    return None
+    return _unsloth_dynamic(raw, bare)
+
+
+def _uploader_base(bare: str):
+    """(match, llama.cpp base mix or None) of an uploader's variant name, or (None, None)."""
+    m = _UPLOADER.fullmatch(bare)
+    if not m or (not m["ud"] and not m["big"]):
+        return None, None
+    return m, m["rest"] if m["rest"] in FTYPE_BASE else _NEAREST.get(m["bits"]) if m["rest"].endswith("_k") else None
+
+
+UD_NOTE = ("'{raw}' (Unsloth Dynamic GGUF) planned as llama.cpp's gguf-{base} mix: Unsloth keeps some tensors of its "
+           "base mix wider (and may narrow others) by a per-model rule it does not publish, and qfit's sources hold no "
+           "UD file size or tensor table, so no overhead is added: weight bytes are the base mix's, not the file's; "
+           "pass the .gguf file as --model for exact bytes")
+
+
+def _unsloth_dynamic(raw: str, bare: str) -> tuple[str, str] | None:
+    m, base = _uploader_base(bare)
+    if m is None or not m["ud"] or not base:
+        return None
+    return f"gguf-{base}", UD_NOTE.format(raw=raw, base=base)
 
 
 def refusal(raw: str) -> str | None:
@@ -101,12 +123,11 @@ def refusal(raw: str) -> str | None:
         return f"precision {raw!r} is ambiguous: pass one of {_AMBIGUOUS[loose]}"
     if key in _NOT_SIZED:
         return f"precision {raw!r} cannot be sized from its name ({_NOT_SIZED[key]}); {_FILE_HINT}"
-    m = _UPLOADER.fullmatch(bare)
-    if not m or (not m["ud"] and not m["big"]):
+    m, base = _uploader_base(bare)
+    if m is None:
         return None
-    base = m["rest"] if m["rest"] in FTYPE_BASE else _NEAREST.get(m["bits"]) if m["rest"].endswith("_k") else None
     if m["ud"]:
-        what = "an Unsloth Dynamic GGUF: its per-tensor types are chosen per model and follow no published rule"
+        what = "an Unsloth Dynamic GGUF of no llama.cpp base type qfit knows"
     else:
         what = ("not a llama-quantize type: uploaders' _L/_XL files change the types of some tensors of a llama.cpp "
                 "mix, which the name does not fix")

@@ -11,7 +11,7 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 
 from qfit.errors import QfitError
-from qfit.model.tensors import module_key
+from qfit.model.tensors import layer_key, module_key
 from qfit.precision.ggml import FTYPE_BASE, GGML_TYPES
 from qfit.precision.names import resolve_name
 
@@ -71,18 +71,32 @@ class Recipe:
         extra = " (+ per-module overrides)" if self.overrides or self.keep else ""
         return f"{self.name}{g}{extra}"
 
-    def kept(self, key: str) -> bool:
-        return any(fnmatch.fnmatchcase(key, p) for p in self.keep)
+    @property
+    def per_layer(self) -> bool:
+        """Some pattern names a layer ("layers.3.mlp.down_proj"): sized on qfit.model.params.layer_groups."""
+        return any(is_layer_pattern(p) for p in self.keep + tuple(o.pattern for o in self.overrides))
 
     def for_module(self, module: str) -> tuple[int, int | None] | None:
         """(bits, group size) a quantized module is stored at, or None when `keep` leaves it 16-bit."""
-        key = module_key(module)
-        if self.kept(key):
+        if any(pattern_matches(p, module) for p in self.keep):
             return None
         for o in self.overrides:
-            if fnmatch.fnmatchcase(key, o.pattern):
+            if pattern_matches(o.pattern, module):
                 return o.bits, (o.group_size or self.group_size)
         return int(self.bits), self.group_size
+
+
+def is_layer_pattern(pattern: str) -> bool:
+    return pattern.startswith("layers.")
+
+
+def pattern_matches(pattern: str, module: str) -> bool:
+    """A recipe pattern against a module name: "layers.<i>.<key glob>" matches the layer key (one block's module),
+    any other glob the module key (every block alike); see qfit.model.tensors."""
+    if is_layer_pattern(pattern):
+        key = layer_key(module)
+        return key is not None and fnmatch.fnmatchcase(key, pattern)
+    return fnmatch.fnmatchcase(module_key(module), pattern)
 
 
 # name -> (family, nominal bits, fixed group size or None, kv_default)
@@ -169,6 +183,9 @@ def _check_options(r: Recipe) -> None:
     for pattern in r.keep + tuple(o.pattern for o in r.overrides):
         if not pattern.strip() or pattern != pattern.strip():
             raise QfitError(f"empty or padded module pattern {pattern!r}")
+        if is_layer_pattern(pattern) and (pattern.count(".") < 2 or not pattern.split(".")[1]):
+            raise QfitError(f"module pattern {pattern!r}: a layer pattern is layers.<index>.<module key>, "
+                            "e.g. layers.3.mlp.down_proj")
     for o in r.overrides:
         if o.bits not in GPTQ_BITS:
             raise QfitError(f"override {o.pattern!r}: {o.bits} bits is not a GPTQ width ({', '.join(map(str, GPTQ_BITS))})")
@@ -221,11 +238,30 @@ def format_assumptions(precision: Recipe) -> str:
 
 # ------------------------------------------------------------------------------------------ checkpoint configs
 
+# vLLM and SGLang build q/k/v_proj as one qkv_proj and gate/up_proj as one gate_up_proj (the models'
+# packed_modules_mapping) and match `dynamic` against that fused name (vllm 0.33 quantization/utils/gptq_utils.py
+# get_linear_quant_method, prefix = "model.layers.0.self_attn.qkv_proj"); GPTQModel sees the unfused names.
+_FUSED_NAME = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
+               "up_proj": "gate_up_proj"}
+
+
 def _dynamic_regex(glob: str) -> str:
-    """A module-key glob as the regex GPTQModel and vLLM match (re.match) against full module names: layer and
-    expert indices may sit between the key's components ("mlp.experts.down_proj" ~ "...layers.3.mlp.experts.7.down_proj")."""
-    parts = [fnmatch.translate(p).removeprefix("(?s:").removesuffix(")\\Z") for p in glob.split(".")]
-    return r".*\.layers\.\d+\." + r"(?:\.\d+)*\.".join(parts) + "$"
+    """A recipe pattern as the regex GPTQModel, vLLM and SGLang match (re.match, first rule wins) against full module
+    names: layer and expert indices may sit between the key's components ("mlp.experts.down_proj" ~
+    "...layers.3.mlp.experts.7.down_proj"); a layer pattern pins the index ("layers.3.mlp.down_proj" ~
+    "model.layers.3.mlp.down_proj" only); a fused shard's name also matches the engines' fused module."""
+    parts = glob.split(".")
+    layer = r"\d+"
+    if is_layer_pattern(glob):
+        layer, parts = _glob_regex(parts[1]), parts[2:]
+    regexes = [_glob_regex(p) for p in parts]
+    if parts[-1] in _FUSED_NAME:
+        regexes[-1] = f"(?:{parts[-1]}|{_FUSED_NAME[parts[-1]]})"
+    return rf".*\.layers\.{layer}\." + r"(?:\.\d+)*\.".join(regexes) + "$"
+
+
+def _glob_regex(part: str) -> str:
+    return fnmatch.translate(part).removeprefix("(?s:").removesuffix(")\\Z")
 
 
 def quantization_config(recipe: Recipe, *, damp: float, method: str, tool: str) -> dict:

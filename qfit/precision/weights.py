@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from qfit.errors import QfitError
-from qfit.model.tensors import LINEAR_ROLES, TensorGroup
+from qfit.model.tensors import LINEAR_ROLES, TensorGroup, layer_key
 from qfit.precision.ggml import FLOAT_TYPES
 from qfit.precision.gguf_bytes import gguf_group_bytes, gguf_split
 from qfit.precision.recipe import (
@@ -140,10 +140,15 @@ def weight_bytes(groups: Sequence[TensorGroup], precision: Recipe, *, n_layers: 
     """
     if not groups:
         raise QfitError("no tensors to size: the model description is empty")
+    if precision.per_layer and any(g.role in LINEAR_ROLES and layer_key(g.module) is None for g in groups):
+        # a group merged across layers has no index for a layer pattern to match: sizing it would be silently wrong
+        raise QfitError(f"{precision.label} sets widths per layer: size it on per-layer tensor groups "
+                        "(qfit.model.params.layer_groups)")
     notes: list[str] = [precision.note] if precision.note else []   # how a judgement name was read ("int4" -> GPTQ)
     rows: list[tuple[TensorGroup, int, int, bool]] = []      # (group, total, active, quantized)
     if precision.family == "gguf":
-        split, notes = gguf_split(groups, precision.name.removeprefix("gguf-"), n_layers)
+        split, mix_notes = gguf_split(groups, precision.name.removeprefix("gguf-"), n_layers)
+        notes += mix_notes      # keep the name's note ("UD-Q4_K_XL" planned as its base mix)
         for g, types in split:
             total, active = gguf_group_bytes(g, types)
             rows.append((g, total, active, not set(types) <= FLOAT_TYPES))

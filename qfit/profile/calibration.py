@@ -100,8 +100,11 @@ def _engine(path: str, res: dict) -> str:
     """The result's backend as a canonical engine name (never a path: it names the overlay file)."""
     from qfit.engines import load_engines
 
+    engines = load_engines(overlays=False)
     try:
-        return load_engines(overlays=False).measurable(str(res.get("backend", ""))).name
+        if res.get("schema") == "qfit.import/1":   # measured by another tool: any engine the planner knows
+            return engines.get(str(res.get("backend", ""))).name
+        return engines.measurable(str(res.get("backend", ""))).name
     except QfitError:
         raise QfitError(f"{path}: backend {str(res.get('backend'))!r:.40} is not an engine qfit profiles") from None
 
@@ -134,7 +137,8 @@ def collect_points(results: list[tuple[str, dict]]) -> dict:
         g["sources"].append({"file": path, "created": res.get("created"), "model": (res.get("model") or {}).get("path"),
                              "precision": (res.get("model") or {}).get("precision"),
                              "qfit_commit": (res.get("qfit") or {}).get("git_commit"),
-                             "measurement": "reliable" if trusted else f"accepted although {why}"})
+                             "measurement": "reliable" if trusted else f"accepted although {why}",
+                             **({"tool": res["imported"]["tool"]} if "imported" in res else {})})
     return groups
 
 

@@ -61,3 +61,23 @@ def preview(fit: dict, accelerator: str) -> dict:
             row["reason"] = str(exc)
         rows.append(row)
     return {"accelerator": acc.name, "rows": rows}
+
+
+def imported_after(fits: list[dict], rows: list[dict]) -> None:
+    """Each imported row (qfit.calibrate_import.mapping) gets the planner's rates with its engine x family fit in
+    force (`after_*`), through the planner itself: the change a calibration makes at the very points it came from."""
+    from qfit import api, resolve
+
+    before = resolve.engines()
+    for f in fits:
+        after = _with_factors(before, f["engine"], f["family"], f)
+        for r in rows:
+            if (r["engine"], r["family"]) != (f["engine"], f["family"]):
+                continue
+            p = api.plan(r.get("model_ref") or r["model"], gpu=resolve.accelerator(r["device_ref"]), precision=r["precision"],
+                         engine=r["engine"], batch=r["batch"], input_len=r["input_len"], output_len=r["output_len"],
+                         context=r["input_len"] + r["output_len"], suggest=False, engines=after)
+            if "measured_decode_tokens_per_s_per_seq" in r:
+                r["after_decode_tokens_per_s_per_seq"] = round(p.performance.decode_tokens_per_s, 3)
+            if "measured_prefill_tokens_per_s" in r:
+                r["after_prefill_tokens_per_s"] = round(p.performance.prefill_tokens_per_s, 3)

@@ -200,8 +200,14 @@ def _loaders(q: dict) -> str:
     """Which loaders read the checkpoint as written: per-module bits (GPTQModel `dynamic`) are read by GPTQModel and
     vLLM; transformers' GPTQ loader ignores them and re-initialises the modules whose shapes differ."""
     if q.get("dynamic"):
-        return ("per-module bits (GPTQModel `dynamic`): GPTQModel and vLLM read them; transformers' GPTQ loader does "
-                "not (it re-initialises those modules with random weights): qfit profile loads it with GPTQModel")
+        # vLLM 0.33 and SGLang 0.5 (CUDA) run GPTQ on Marlin only: 4/8-bit, sym (profiles/quantize/engine_widths.yaml)
+        widths = {q.get("bits")} | {r.get("bits", q.get("bits")) for k, r in q["dynamic"].items()
+                                     if k.startswith("+:") and isinstance(r, dict)}
+        engines = ("vLLM and SGLang read them too" if widths <= {4, 8} and q.get("sym", True) else
+                   f"vLLM 0.33 and SGLang 0.5 (CUDA) do not: they load 4/8-bit symmetric GPTQ only, this has "
+                   f"{'/'.join(str(b) for b in sorted(w for w in widths if w))}-bit modules")
+        return (f"per-module bits (GPTQModel `dynamic`): GPTQModel reads them, {engines}; transformers' GPTQ loader "
+                "does not (it re-initialises those modules with random weights): qfit profile loads it with GPTQModel")
     return "transformers (optimum/GPTQModel backend), GPTQModel and vLLM read this layout"
 
 

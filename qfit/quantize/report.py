@@ -30,10 +30,10 @@ def library_versions() -> dict[str, str | None]:
 def planner_prediction(loaded, recipe) -> dict:
     """The planner's weight bytes for the recipe that was written, from the source model's config alone (the same
     count `qfit plan` makes)."""
-    from qfit.model.params import tensor_groups
+    from qfit.model.params import layer_groups, tensor_groups
     from qfit.precision import weight_bytes
 
-    predicted = weight_bytes(tensor_groups(loaded.spec), recipe)
+    predicted = weight_bytes((layer_groups if recipe.per_layer else tensor_groups)(loaded.spec), recipe)
     return {"available": True, "precision": recipe.name, "group_size": recipe.group_size,
             "weight_bytes": predicted.total, "detail": predicted.to_dict()}
 

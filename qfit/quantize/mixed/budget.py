@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from qfit.errors import QfitError
 from qfit.model.params import tensor_groups
 from qfit.model.tensors import LINEAR_ROLES
 from qfit.precision import GROUP_SIZES
 from qfit.quantize.mixed.allocate import smallest
-from qfit.quantize.mixed.units import build_units
+from qfit.quantize.mixed.units import WIDTHS, build_units
 
 AUTO_GROUPS = (128, 64, 32)       # as qfit.quantize.job.AUTO_GROUPS: largest Marlin size dividing every width
 
@@ -38,13 +39,17 @@ class Target:
 
         given = [f for f, v in (("--target-size", target_size), ("--target-bpw", target_bpw), ("--fit", fit))
                  if v is not None]
-        deploy = [f for f, v in (("--context", context), ("--engine", engine)) if v is not None] + \
+        # --engine also limits the widths (profiles/quantize/engine_widths.yaml), so it goes with any budget
+        deploy = (["--context"] if context is not None else []) + \
             (["--gpus"] if gpus != 1 else []) + (["--batch"] if batch != 1 else [])
         if len(given) > 1:
             raise QfitError(f"{' and '.join(given)}: give one budget")
         if not given:
             if deploy:
                 raise QfitError(f"{', '.join(deploy)}: deployment flags of --fit GPU; add --fit")
+            if engine is not None:
+                raise QfitError("--engine limits the widths of a mixed-precision run; add --fit GPU, --target-size "
+                                "or --target-bpw")
             return None
         if deploy and not fit:
             raise QfitError(f"{', '.join(deploy)}: deployment flags of --fit GPU, not of {given[0]}")
@@ -78,8 +83,11 @@ def weight_room(dep, w) -> tuple[int, float]:
 
 def mixed_suggestion(dep, w) -> str | None:
     """For `qfit plan`: when uniform GPTQ 4-bit does not fit but every module at 2 bits would, the bits per weight
-    (quantized linears, scales included) a mixed allocation can spend, and the command that writes it. None else."""
+    (quantized linears, scales included) a mixed allocation can spend, and the command that writes it. None else.
+    Below 4 bits/weight a mix needs 2/3-bit modules, which vLLM and SGLang do not load
+    (profiles/quantize/engine_widths.yaml): the suggestion then says so and leaves --engine out of the command."""
     from qfit.precision import gptq_recipe, weight_bytes
+    from qfit.quantize.mixed.limits import engine_limits
 
     if dep.tp_problem or dep.recipe.family == "gguf":
         return None
@@ -92,8 +100,12 @@ def mixed_suggestion(dep, w) -> str | None:
     params = sum(g.params for g in groups if g.role in LINEAR_ROLES)
     bpw = math.floor((room - fixed) * 8 / params * 10) / 10      # rounded down: the budget is a ceiling
     flags = f"--fit {dep.acc.key}" + (f" --gpus {dep.gpus}" if dep.gpus > 1 else "") + \
-        f" --context {w.context} --batch {w.batch} --engine {dep.engine.name}"
-    return f"mixed GPTQ up to {bpw:.1f} bits/weight: qfit quantize MODEL OUT {flags}"
+        f" --context {w.context} --batch {w.batch}"
+    limits = engine_limits(dep.engine.name)
+    if limits and smallest(build_units(groups, gs, widths=limits.widths())[0], fixed) > room:
+        return (f"mixed GPTQ up to {bpw:.1f} bits/weight: qfit quantize MODEL OUT {flags} (2/3-bit modules: "
+                f"GPTQModel loads them, {limits.engine} {limits.version.split()[1]} does not)")
+    return f"mixed GPTQ up to {bpw:.1f} bits/weight: qfit quantize MODEL OUT {flags} --engine {dep.engine.name}"
 
 
 def fit_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
@@ -116,14 +128,14 @@ def fit_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
                   "batch": w.batch, "budget_per_gpu_bytes": dep.budget, "other_per_gpu_bytes": other}
 
 
-def budget_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
+def budget_bytes(loaded, target: Target, group_size: int, widths: Sequence[int] = WIDTHS) -> tuple[int, dict]:
     """(weight-byte budget, how it was derived), checked against what the model can be stored in: at least every
-    module at 2 bits, below every module at 16 bits (that would need no quantization)."""
+    module at its lowest width, below every module at 16 bits (that would need no quantization)."""
     groups = tensor_groups(loaded.spec)
     if group_size not in GROUP_SIZES["gptq"]:
         raise QfitError(f"--group-size {group_size} is not a GPTQ group size")
     derived: dict = {"target": target.describe()}
-    units, fixed = build_units(groups, group_size)
+    units, fixed = build_units(groups, group_size, widths=widths)
     if target.size is not None:
         budget = math.floor(target.size)
     elif target.bpw is not None:
@@ -137,7 +149,9 @@ def budget_bytes(loaded, target: Target, group_size: int) -> tuple[int, dict]:
     derived.update(budget_bytes=budget, smallest_bytes=low, float16_bytes=high)
     if budget < low:
         raise QfitError(f"{target.describe()} allows {_mb(budget)} of weights; the smallest this model can be "
-                        f"stored in is {_mb(low)} (every module at 2 bits, embeddings and norms 16-bit)")
+                        f"stored in is {_mb(low)} (every module at {min(widths)} bits, embeddings and norms 16-bit"
+                        + (f"; {target.engine} loads {', '.join(map(str, widths[:-1]))}-bit GPTQ only)"
+                           if target.engine and min(widths) > 2 else ")"))
     if budget >= high:
         raise QfitError(f"{target.describe()} allows {_mb(budget)} of weights, at least the 16-bit model "
                         f"({_mb(high)}): nothing needs quantizing")

@@ -8,8 +8,8 @@ F_j = mean over tokens of (d loss / d y_j)^2, the diagonal empirical Fisher of t
 0.5 sum_j F_j (E H E^T)_jj / n is a second-order estimate of the loss increase in nats per token (the Fisher/Hessian
 sensitivity of HAWQ, arXiv:1905.03696, and SqueezeLLM, arXiv:2306.07629; llama.cpp's importance matrix keeps diag(H)).
 Hooks collect H and F for every linear in the one pass; Q is the round-to-nearest grid at the checkpoint's group size
-(the grid GPTQ starts from: an upper bound on GPTQ's error that ranks widths and modules alike). Costs are summed over
-layers per module key (the allocation is per module key: a Recipe's patterns match every layer alike).
+(the grid GPTQ starts from: an upper bound on GPTQ's error that ranks widths and modules alike). Costs are kept per
+layer key ("layers.3.mlp.down_proj": a layer's experts summed), the allocation's granularity.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from qfit.precision import GPTQ_BITS
 
 @dataclass
 class Sensitivity:
-    costs: dict[str, dict[int, float]]                 # module key -> width -> summed error (per token)
+    costs: dict[str, dict[int, float]]                 # layer key -> width -> error (per token)
     per_module: dict[str, dict[int, float]]            # full module name -> width -> error (per token)
     tokens: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -34,7 +34,19 @@ class Sensitivity:
                           "the group size, H = X^T X, F = mean squared loss gradient per output channel, from one "
                           "float forward+backward pass over the calibration windows",
                 "tokens": self.tokens, "seconds": self.seconds,
-                "by_key": {k: {str(b): v for b, v in c.items()} for k, c in self.costs.items()}}
+                "by_key": {k: {str(b): v for b, v in c.items()} for k, c in self.by_key().items()},
+                "by_layer": {k: {str(b): v for b, v in c.items()} for k, c in self.costs.items()}}
+
+    def by_key(self) -> dict[str, dict[int, float]]:
+        """Costs summed over layers per module key (a summary: which module types matter)."""
+        from qfit.model.tensors import module_key
+
+        out: dict[str, dict[int, float]] = {}
+        for k, errs in self.costs.items():
+            row = out.setdefault(module_key(k), {})
+            for b, e in errs.items():
+                row[b] = row.get(b, 0.0) + e
+        return out
 
 
 def hessian_error(weight, hessian, bits: int, group_size: int, fisher=None) -> float:
@@ -105,7 +117,7 @@ def measure(model_dir: Path, names: Sequence[str], windows, group_size: int, wid
     import torch
 
     from qfit.loading import load_causal_lm
-    from qfit.model.tensors import module_key
+    from qfit.model.tensors import layer_key, module_key
 
     t0 = time.perf_counter()
     model = load_causal_lm(model_dir, dtype="float32", trust_remote_code=trust_remote_code)
@@ -121,7 +133,7 @@ def measure(model_dir: Path, names: Sequence[str], windows, group_size: int, wid
             per_module[n] = {b: 0.5 * hessian_error(w, hess[n], b, group_size, fisher[n]) / tokens for b in widths}
     costs: dict[str, dict[int, float]] = {}
     for n, errs in per_module.items():
-        key = costs.setdefault(module_key(n), {})
+        key = costs.setdefault(layer_key(n) or module_key(n), {})
         for b, e in errs.items():
             key[b] = key.get(b, 0.0) + e
     seconds = {"load": round(t1 - t0, 2), "forward": round(t2 - t1, 2), "errors": round(time.perf_counter() - t2, 2)}
