@@ -78,8 +78,9 @@ _AUTO = (f"auto (default): {AUTO_CALIBRATION['cpu'][0]} x {AUTO_CALIBRATION['cpu
                    "-1 (per column), 16, 32, 64, 128, 256, 512, 1024; checked before any work; Marlin takes "
                    "-1/32/64/128.")
 @click.option("--desc-act/--no-desc-act", default=None,
-              help="Quantize columns in activation order. Default: on for gptq (it made GPTQ beat RTN on held-out "
-                   "text: README, issue 17), off for rtn.")
+              help="Solve columns in activation order, groups kept static (g_idx i // group size, so the checkpoint is "
+                   "desc_act=false, which vLLM and Marlin load). Default: on for gptq (it made GPTQ beat RTN on "
+                   "held-out text: README, issue 17), off for rtn.")
 @click.option("--clip-search/--no-clip-search", default=None,
               help="Per group, search the clipped range with the least error (GPTQ's mse search, norm 2.4) instead "
                    "of min-max. Default: on for gptq (it made 3-bit GPTQ beat RTN on held-out text; about 2x the CPU "
