@@ -34,7 +34,7 @@ from transformers import AutoTokenizer
 from qfit.quantize.calib import build_calibration, calibration_text
 model_dir, out, bits, group, nsamples, seqlen = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 tok = AutoTokenizer.from_pretrained(model_dir)
-_, windows = build_calibration(tok, *calibration_text("xsum"), nsamples, seqlen)
+_, windows = build_calibration(tok, calibration_text("xsum"), nsamples, seqlen)
 qc = QuantizeConfig(bits=bits, group_size=group, desc_act=False, sym=True, damp_percent=0.01,
                     act_group_aware=False, offload_to_disk=False)
 model = GPTQModel.load(model_dir, qc, device="cpu")

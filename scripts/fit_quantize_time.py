@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from qfit.quantize import checkpoint as ck  # noqa: E402
-from qfit.quantize.timing import CONSTANTS, TimeProfile, estimate_time, host_key, layer_flops  # noqa: E402
+from qfit.quantize.timing import CONSTANTS, OPTIONAL_CONSTANTS, TimeProfile, estimate_time, host_key, layer_flops  # noqa: E402
 
 PASSES = 5   # GPTQModel 7.7, Llama block: 4 module subsets + 1 replay forward per layer (its log, see timing.py)
 
@@ -221,7 +221,10 @@ def _write(row: dict) -> None:
     text = path.read_text() if path.exists() else ""
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     data = yaml.safe_load(text) or {}
-    hosts = [h for h in data.get("hosts", []) if not (h["host"] == row["host"] and h["device"] == row["device"])]
+    same = [h for h in data.get("hosts", []) if h["host"] == row["host"] and h["device"] == row["device"]]
+    for old in same:   # constants measured apart from this fit (OPTIONAL_CONSTANTS) stay
+        row["constants"] |= {k: v for k, v in old["constants"].items() if k in OPTIONAL_CONSTANTS}
+    hosts = [h for h in data.get("hosts", []) if h not in same]
     write_text(path, header + yaml.safe_dump({"hosts": hosts + [row]}, sort_keys=False, width=120))
 
 

@@ -10,7 +10,7 @@ from qfit.errors import QfitError
 from qfit.quantize.job import QuantizeJob
 from qfit.quantize.mixed.budget import Target, budget_bytes
 from qfit.quantize.mixed.limits import engine_limits
-from qfit.quantize.mixed.run import plan_allocation, quantize_mixed
+from qfit.quantize.mixed.run import plan_allocation
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -71,11 +71,16 @@ def test_vllm_allocation_uses_four_and_eight_bit_only():
     assert {o.bits for o in alloc.choice.values()} <= {4, 8, 16}
 
 
-def test_desc_act_for_vllm_is_refused_before_any_work(tiny_llama_dir, tmp_path):
+def test_act_order_is_static_so_vllm_loads_the_default_checkpoint():
+    """qfit's act-order keeps groups static (g_idx = i // group size), so the checkpoint says desc_act false, which
+    vLLM 0.33 loads; a checkpoint with group act-order (desc_act true) is what it refuses."""
+    from qfit.quantize.mixed.limits import engine_limits
+
     job = QuantizeJob.from_flags(method="gptq", desc_act=True, group_size=32)
+    assert job.act_order and not job.recipe.desc_act
+    engine_limits("vllm").check(32, job.recipe.sym, job.recipe.desc_act)
     with pytest.raises(QfitError, match="--desc-act: vllm"):
-        quantize_mixed(str(tiny_llama_dir), tmp_path / "q", job, Target.from_flags(target_bpw="6", engine="vllm"))
-    assert not (tmp_path / "q").exists()
+        engine_limits("vllm").check(32, True, True)
 
 
 def test_plan_suggestion_says_vllm_cannot_load_the_mix():

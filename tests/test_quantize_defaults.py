@@ -250,15 +250,6 @@ def test_bad_calibration_sizes(flags, message):
         QuantizeJob.from_flags(**flags)
 
 
-def test_small_calibration_is_said_in_one_line():
-    cpu = QuantizeJob.from_flags(group_size=64).for_device("cpu")
-    warning = cpu.small_calibration_warning()
-    assert warning.startswith("warning: small calibration") and "\n" not in warning
-    assert f"{cpu.nsamples} x {cpu.seqlen}" in warning and "256 windows" in warning
-    assert QuantizeJob.from_flags(nsamples=256, seqlen=512).small_calibration_warning() is None
-    assert QuantizeJob.from_flags(method="rtn").for_device("cpu").small_calibration_warning() is None
-
-
 def test_help_says_what_auto_means():
     out = CliRunner().invoke(cli, ["quantize", "--help"], terminal_width=200).output
     n, s = AUTO_CALIBRATION["cpu"]
@@ -381,3 +372,44 @@ def test_auto_group_size_is_the_largest_marlin_size_that_divides(widths, group):
     assert ("does not divide" in job.group_choice) == (group != 128)
     given = resolve_group(QuantizeJob.from_flags(group_size=32), layout)
     assert given.recipe.group_size == 32 and given.group_choice == "given"
+
+
+def test_clip_search_term_by_hand():
+    """2 layers x 1000 x 1000 weights x 80 steps x 25 ns = 4 s; a row without the constant gives no estimate."""
+    profile = _profile()
+    with_it = TimeProfile(host=profile.host, device="cpu", forward_passes=5, error=0.2,
+                          constants=dict(profile.constants, clip_search_ns_per_weight_step=25.0))
+    est = estimate_time(with_it, method="gptq", layers=[[(1000, 1000)], [(1000, 1000)]], hidden=1000, float_gb=0.5,
+                        nsamples=10, seqlen=100, clip_search_steps=80)
+    assert est.terms["clip_search"] == pytest.approx(4.0) and est.total_s == pytest.approx(58.0)
+    assert estimate_time(profile, method="gptq", layers=[[(8, 8)]], hidden=8, float_gb=1.0, nsamples=1, seqlen=16,
+                         clip_search_steps=80) is None
+
+
+@pytest.mark.parametrize("flags, clip, norm", [
+    ({}, True, 2.4),                                       # GPTQ's default (issue 17)
+    ({"clip_search": False}, False, 0.0),
+    ({"method": "rtn", "desc_act": False}, False, 0.0),    # RTN rounds the min-max range
+])
+def test_clip_search_defaults(flags, clip, norm):
+    job = QuantizeJob.from_flags(**flags)
+    assert job.clip_search is clip and job.mse_norm == norm
+    assert (job.to_dict()["clip_search"] is None) is (not clip)
+
+
+def test_clip_search_is_refused_for_rtn():
+    with pytest.raises(QfitError, match="--clip-search is part of GPTQ"):
+        QuantizeJob.from_flags(method="rtn", clip_search=True)
+
+
+def test_the_shipped_profile_estimates_the_default_gptq_run(smollm2_gguf):
+    """The default job (act-order, clip search) on this model gets an estimate whose clip-search term is the
+    measured constant times SmolLM2's 106,168,320 quantized weights times 80 steps."""
+    from qfit.quantize.run import time_estimate
+    from qfit.quantize.timing import time_profile
+
+    profile = time_profile("cpu")   # this host's row, or the first CPU row (another host's constants, band doubled)
+    job = QuantizeJob.from_flags(group_size=64).for_device("cpu")
+    est = time_estimate(str(smollm2_gguf), gguf_layout(smollm2_gguf), job, "cpu")
+    ns = profile.constants["clip_search_ns_per_weight_step"]
+    assert est.terms["clip_search"] == pytest.approx(ns * 1e-9 * 106_168_320 * 80, abs=0.1)

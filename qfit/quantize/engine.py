@@ -115,8 +115,11 @@ def run_gptq(model_dir: Path, out_dir: Path, job, *, windows: list[list[int]], d
     r = job.recipe
     # per-module choices (keep / overrides) reach GPTQModel as its `dynamic` rules, the same ones config.json carries
     dynamic = quantization_config(r, damp=job.damp, method=job.method, tool="").get("dynamic")
-    qc = QuantizeConfig(bits=int(r.bits), group_size=r.group_size, desc_act=r.desc_act, sym=r.sym,
-                        damp_percent=job.damp, act_group_aware=False, offload_to_disk=False,
+    # act order is static (job.act_order: static_groups), so g_idx stays i // group_size and the recipe's desc_act
+    # (what config.json says) stays false
+    qc = QuantizeConfig(bits=int(r.bits), group_size=r.group_size, desc_act=job.act_order or r.desc_act,
+                        static_groups=job.act_order and r.group_size != -1, sym=r.sym,
+                        damp_percent=job.damp, act_group_aware=False, offload_to_disk=False, mse=job.mse_norm,
                         **({"dynamic": dynamic} if dynamic else {}))
     from qfit.loading import safe_model_dir
 

@@ -14,6 +14,7 @@ from qfit.errors import QfitError
 from qfit.model.tensors import TensorGroup
 from qfit.precision import GROUP_SIZES, Override, Recipe, gptq_recipe, weight_bytes
 from qfit.quantize import checkpoint as ck
+from qfit.quantize.calib import DEFAULT_CALIB, calibration_parts
 
 METHODS = ("gptq", "rtn")
 
@@ -29,10 +30,22 @@ CALIBRATION_WHY = {
                          "(profiles/quantize/time.yaml); 2,048 tokens keep a small model to minutes and still exceed "
                          "its widest layer input, so the Hessians can be full rank",
 }
-# GPTQModel 7.7 warns below these (looper/loop_processor.py: min_calibration_dataset_size,
-# min_calibration_dataset_input_ids_avg_length); its warning goes to the log file, so qfit repeats it in one line.
-GPTQMODEL_MIN_WINDOWS = 256
-GPTQMODEL_MIN_WINDOW_TOKENS = 256
+# Calibration likely to overfit (benchmarks/results/gptq_vs_rtn.md, issue 17): a single text source (GPTQ on XSum alone
+# lost to round-to-nearest on held-out Python docs: 26.41 vs 17.49), or fewer tokens than the smallest calibration
+# measured to beat RTN on all three held-out domains (8 x 256 mixed, with act-order): the run says so before starting.
+MIN_CALIBRATION_TOKENS = 2048
+DEFAULT_DAMP = 0.01
+# GPTQ's clipping search (GPTQModel `mse`; the GPTQ reference code's Quantizer(mse=True, norm=2.4, grid=100,
+# maxshrink=0.8)): per group, the scale of the shrunk range (80 steps of 1 %) with the least |w - q(w)|^2.4 error
+# instead of the min-max range. At 3-bit it took GPTQ from losing to RTN on encyclopedia text (180.1 vs 145.3) to
+# 47.1/57.7/23.9 vs 140.6/145.3/92.5 on news/encyclopedia/Python docs (benchmarks/results/gptq_vs_rtn.md), for about
+# twice the CPU time of the run (profiles/quantize/time.yaml `clip_search_ns_per_weight_step`).
+CLIP_SEARCH_NORM = 2.4
+CLIP_SEARCH_STEPS = 80
+# Held-out perplexity after the run (qfit.quantize.heldout): 512-token windows per domain; each costs one forward
+# pass of the float-sized model per model scored (float, checkpoint, and RTN with --compare-rtn).
+HELDOUT_WINDOWS = 1
+MAX_HELDOUT_WINDOWS = 32   # the eval split of the smallest built-in domain (pydoc) holds more than this
 
 
 def parse_override(text: str) -> Override:
@@ -62,26 +75,43 @@ class QuantizeJob:
 
     recipe: Recipe
     method: str = "gptq"
-    damp: float = 0.01
+    damp: float = DEFAULT_DAMP
     nsamples: int | None = None
     seqlen: int | None = None
-    calib: str = "xsum"
+    calib: str = DEFAULT_CALIB
     calibration_size: str = "given"      # "given", or "auto: cpu default"/"auto: gpu default" from for_device
+    heldout_windows: int = HELDOUT_WINDOWS   # per domain, for the report's held-out perplexity (0: skip it)
+    compare_rtn: bool = False            # also score the RTN checkpoint of the same recipe (GPTQ runs)
+    clip_search: bool = False            # GPTQ's per-group clipping search (CLIP_SEARCH_NORM); on by default for gptq
+    act_order: bool = False              # GPTQ columns in activation order with static groups (see from_flags)
     group_choice: str = "given"          # "given", "auto" (until the layout is known), or why auto chose its size
 
     @classmethod
-    def from_flags(cls, *, bits: int = 4, group_size: int | None = 128, desc_act: bool = False, sym: bool = True,
+    def from_flags(cls, *, bits: int = 4, group_size: int | None = 128, desc_act: bool | None = None, sym: bool = True,
                    keep: tuple[str, ...] = (), overrides: tuple[Override, ...] = (), method: str = "gptq",
-                   damp: float = 0.01, nsamples: int | str | None = None, seqlen: int | str | None = None,
-                   calib: str = "xsum") -> QuantizeJob:
+                   damp: float = DEFAULT_DAMP, nsamples: int | str | None = None,
+                   seqlen: int | str | None = None, calib: str = DEFAULT_CALIB,
+                   heldout_windows: int = HELDOUT_WINDOWS, compare_rtn: bool = False,
+                   clip_search: bool | None = None) -> QuantizeJob:
+        # act-order on by default for GPTQ: with it, 8 x 256 mixed tokens beat RTN on all three held-out domains at
+        # 4-bit; without it they lost on two (benchmarks/results/gptq_vs_rtn.md). RTN has no activation order.
+        # It is *static* act-order: columns are solved in activation order but each group's scale is fixed from the
+        # contiguous columns i // group_size (GPTQModel static_groups), so g_idx stays trivial and the checkpoint is
+        # desc_act=false to its readers: vLLM 0.33 refuses desc_act=true with groups ("group activation ordering is
+        # no longer supported. Use a checkpoint with static activation ordering"; quantization/utils/gptq_utils.py).
+        act_order = method == "gptq" if desc_act is None else desc_act
+        if act_order and method == "rtn":
+            raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
+        clip_search = method == "gptq" if clip_search is None else clip_search
         auto = group_size is None
         if not auto and group_size not in GROUP_SIZES["gptq"]:
             raise QfitError(f"--group-size {group_size} is not supported: choose one of "
                             f"{', '.join(map(str, GROUP_SIZES['gptq']))} (-1 = one group per column)")
-        recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=desc_act,
+        recipe = gptq_recipe(bits, AUTO_GROUPS[0] if auto else group_size, sym=sym, desc_act=False,
                              keep=tuple(keep), overrides=tuple(overrides))
         job = cls(recipe, method, damp, parse_count("--nsamples", nsamples), parse_count("--seqlen", seqlen), calib,
-                  group_choice="auto" if auto else "given")
+                  group_choice="auto" if auto else "given", heldout_windows=heldout_windows, compare_rtn=compare_rtn,
+                  clip_search=clip_search, act_order=act_order)
         job.validate()
         return job
 
@@ -96,8 +126,21 @@ class QuantizeJob:
                 (self.seqlen is not None and not 16 <= self.seqlen <= 1_048_576):
             raise QfitError("--nsamples must be between 1 and 1,000,000 and --seqlen between 16 and 1,048,576 "
                             "(or auto)")
+        if not 0 <= self.heldout_windows <= MAX_HELDOUT_WINDOWS:
+            raise QfitError(f"--heldout {self.heldout_windows}: windows per domain must be 0 (skip) to "
+                            f"{MAX_HELDOUT_WINDOWS}")
+        if self.compare_rtn and not self.heldout_windows:
+            raise QfitError("--compare-rtn needs held-out windows (--heldout N, N >= 1)")
         if self.method == "rtn" and self.recipe.desc_act:
             raise QfitError("--desc-act needs calibration (activation order): use --method gptq")
+        if self.method == "rtn" and self.clip_search:
+            raise QfitError("--clip-search is part of GPTQ's quantizer here: use --method gptq (RTN rounds the "
+                            "min-max range)")
+
+    @property
+    def mse_norm(self) -> float:
+        """GPTQModel's `mse` setting: the clipping search's error norm, 0 for none."""
+        return CLIP_SEARCH_NORM if self.clip_search else 0.0
 
     def for_device(self, device: str) -> QuantizeJob:
         """The job with "auto" calibration sizes replaced by the device's defaults (AUTO_CALIBRATION)."""
@@ -108,24 +151,32 @@ class QuantizeJob:
         return replace(self, nsamples=self.nsamples or n, seqlen=self.seqlen or s,
                        calibration_size=f"auto: {'gpu' if kind == 'cuda' else 'cpu'} default")  # a CALIBRATION_WHY key
 
-    def small_calibration_warning(self) -> str | None:
-        """One line when calibration is below what GPTQModel recommends (None for RTN or a large enough set)."""
+    def overfit_warning(self) -> str | None:
+        """One line when GPTQ is likely to fit its calibration text rather than the model's use: a single text source,
+        or fewer tokens than MIN_CALIBRATION_TOKENS (None for RTN, or a mix of sources with enough tokens)."""
         if self.method != "gptq" or self.nsamples is None or self.seqlen is None:
             return None
-        if self.nsamples >= GPTQMODEL_MIN_WINDOWS and self.seqlen >= GPTQMODEL_MIN_WINDOW_TOKENS:
-            return None
+        parts = calibration_parts(self.calib)
         tokens = self.nsamples * self.seqlen
-        return (f"warning: small calibration ({self.nsamples} x {self.seqlen} = {tokens:,} tokens; "
-                f"GPTQModel recommends >= {GPTQMODEL_MIN_WINDOWS} windows of >= {GPTQMODEL_MIN_WINDOW_TOKENS} tokens, "
-                f"the GPTQ paper used 128 x 2048): a noisier Hessian can cost quality; "
-                f"raise --nsamples/--seqlen if time allows")
+        why = ([f"one text source ({parts[0]})"] if len(parts) == 1 else []) + (
+            [f"{self.nsamples} x {self.seqlen} = {tokens:,} tokens, below {MIN_CALIBRATION_TOKENS:,}"]
+            if tokens < MIN_CALIBRATION_TOKENS else [])
+        if not why:
+            return None
+        return (f"warning: calibration likely to overfit ({'; '.join(why)}): GPTQ may then lose to --method rtn on "
+                f"other text (measured on SmolLM2: benchmarks/results/gptq_vs_rtn.md); use several sources "
+                f"(--calib {DEFAULT_CALIB}, or {DEFAULT_CALIB},FILE to add yours) and >= {MIN_CALIBRATION_TOKENS:,} "
+                f"tokens if time allows; the report's held-out perplexity shows the outcome")
 
     def to_dict(self) -> dict:
         r = self.recipe
         return {"precision": r.name, "bits": int(r.bits), "group_size": r.group_size, "desc_act": r.desc_act,
                 "sym": r.sym, "keep": list(r.keep), "overrides": r.to_dict()["overrides"], "damp": self.damp,
                 "method": self.method, "nsamples": self.nsamples, "seqlen": self.seqlen, "calib": self.calib,
-                "calibration_size": self.calibration_size, "group_size_choice": self.group_choice}
+                "calibration_size": self.calibration_size, "group_size_choice": self.group_choice,
+                "heldout_windows": self.heldout_windows, "compare_rtn": self.compare_rtn,
+                "clip_search": {"norm": CLIP_SEARCH_NORM, "steps": CLIP_SEARCH_STEPS} if self.clip_search else None,
+                "act_order": "static" if self.act_order else None}
 
 
 @dataclass(frozen=True)

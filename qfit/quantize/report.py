@@ -7,6 +7,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from qfit.quantize.heldout import heldout_header, heldout_lines
 from qfit.units import GIB
 
 LIBRARIES = ("qfit", "torch", "transformers", "gptqmodel", "optimum", "safetensors", "huggingface_hub")
@@ -64,6 +65,7 @@ class QuantizeReport:
     total_seconds: float = 0.0          # from the start of the heavy work to the report: what time_estimate predicts
     cpu_seconds: float = 0.0            # CPU time over the same span (cpu_share = cpu / total: 1 = one full core)
     log_file: str | None = None         # the libraries' output, beside the report
+    heldout: dict | None = None         # qfit.quantize.heldout: perplexity per domain on text calibration never read
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,6 +130,8 @@ def render_markdown(report: QuantizeReport) -> str:
     if d["time_estimate"]:
         terms = ", ".join(f"{k} {v}" for k, v in d["time_estimate"]["terms"].items())
         lines.append(f"- time estimate terms (s): {terms}; {d['time_estimate']['assumes']}")
+    if d["heldout"]:
+        lines.append(f"- held-out perplexity ({heldout_header(d['heldout'])}): " + "; ".join(heldout_lines(d["heldout"])))
     if d["log_file"]:
         lines.append(f"- library output (GPTQModel, transformers): `{d['log_file']}` in this folder")
     lines += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in d["libraries"].items() if v), "",

@@ -17,6 +17,7 @@ from qfit.paths import cache_dir
 from qfit.quantize import checkpoint as ck
 from qfit.quantize.job import (
     CALIBRATION_WHY,
+    CLIP_SEARCH_STEPS,
     ModelLayout,
     QuantizeJob,
     check_shapes,
@@ -87,7 +88,7 @@ def _calibration(job: QuantizeJob, model_dir: Path, calib_text, trust_remote_cod
     from qfit.loading import load_tokenizer
     from qfit.quantize.calib import build_calibration
 
-    return build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code), *calib_text,
+    return build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code), calib_text,
                              job.nsamples, job.seqlen)
 
 
@@ -129,7 +130,7 @@ def quantize(model: str, out: Path, job: QuantizeJob, *, device: str = "auto", f
     timing = time_estimate(model, layout, job, dev)
     chosen = job.group_choice if job.group_choice not in ("given", "auto") else None
     for line in filter(None, [chosen, _estimate_line(timing, job, dev, layout is not None),
-                              job.small_calibration_warning()]):
+                              job.overfit_warning()]):
         say(line)
     # torch is imported before the temp folder exists: a signal that lands inside its import can be swallowed by
     # import machinery (seen here: the interrupted numpy import resurfaced as "cannot load module more than once")
@@ -170,7 +171,8 @@ def time_estimate(model: str, layout: ModelLayout | None, job: QuantizeJob, dev:
                          float_gb=layout.float_bytes / 1e9, nsamples=job.nsamples, seqlen=job.seqlen,
                          convert_gb=layout.float_bytes / 1e9 if gguf_needs_conversion(model) else 0.0,
                          compile_kernel=dev == "cpu" and job.method == "gptq"
-                         and not (jit_dir / "pack_block_cpu").is_dir())
+                         and not (jit_dir / "pack_block_cpu").is_dir(),
+                         clip_search_steps=CLIP_SEARCH_STEPS if job.clip_search else 0)
 
 
 def _estimate_line(timing, job: QuantizeJob, dev: str, have_layout: bool) -> str:
@@ -284,6 +286,11 @@ def _produce(model, tmp, out, job: QuantizeJob, dev, calib_text, timing, progres
         time_estimate=timing.to_dict() if timing else None, phases=phases, log_file=LOG_NAME)
     report.total_seconds = round(time.perf_counter() - t_start, 2)
     report.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
+    if job.heldout_windows:   # after the timed span: the time estimate covers the quantization only
+        from qfit.quantize.heldout import heldout_report
+
+        report.heldout = heldout_report(model_dir, tmp, job, windows=job.heldout_windows,
+                                        compare_rtn=job.compare_rtn, device=dev, say=say)
     _write_report(tmp, report)
     return report
 
@@ -307,7 +314,7 @@ def _notes(job: QuantizeJob, checked) -> list[str]:
     if job.method == "gptq" and job.calibration_size.startswith("auto"):
         notes.append(f"calibration {job.nsamples} x {job.seqlen} tokens: {job.calibration_size} "
                      f"({CALIBRATION_WHY[job.calibration_size]})")
-    warning = job.small_calibration_warning()
+    warning = job.overfit_warning()
     if warning:
         notes.append(warning)
     if not recipe.sym:

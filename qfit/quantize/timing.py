@@ -34,6 +34,9 @@ from dataclasses import asdict, dataclass
 
 CONSTANTS = ("fixed_s", "load_save_s_per_gb", "layer_overhead_s", "forward_gflops", "module_overhead_s",
              "gptq_gflops", "convert_s_per_gb", "jit_s", "rtn_s_per_gb")
+# Measured apart from the fit (a row may lack it: the estimate is then refused for runs that need it): one core's
+# nanoseconds per quantized weight per step of GPTQ's clipping search (qfit.quantize.job.CLIP_SEARCH_STEPS).
+OPTIONAL_CONSTANTS = ("clip_search_ns_per_weight_step",)
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,14 @@ def layer_flops(linears: list[tuple[int, int]], *, tokens: int, seqlen: int, hid
 
 def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[int, int]]], hidden: int,
                   float_gb: float, nsamples: int, seqlen: int, convert_gb: float = 0.0,
-                  compile_kernel: bool = False) -> TimeEstimate | None:
+                  compile_kernel: bool = False, clip_search_steps: int = 0) -> TimeEstimate | None:
     """`layers`: per decoder layer, the (out, in) of each module the recipe quantizes; float_gb: the float weights
-    on disk (GB = 1e9 bytes); convert_gb: float32 GB a .gguf converts to (0: cached). None when a constant the run
-    needs was not measured (0 in the profile)."""
+    on disk (GB = 1e9 bytes); convert_gb: float32 GB a .gguf converts to (0: cached); clip_search_steps: steps of
+    GPTQ's clipping search per group (0: none). None when a constant the run needs was not measured (0 or absent)."""
     c = profile.constants
-    needed = ["rtn_s_per_gb"] if method == "rtn" else ["forward_gflops", "gptq_gflops", "load_save_s_per_gb"]
-    if any(c[k] <= 0 for k in needed + (["convert_s_per_gb"] if convert_gb else [])):
+    needed = ["rtn_s_per_gb"] if method == "rtn" else ["forward_gflops", "gptq_gflops", "load_save_s_per_gb"] + (
+        ["clip_search_ns_per_weight_step"] if clip_search_steps else [])
+    if any(c.get(k, 0.0) <= 0 for k in needed + (["convert_s_per_gb"] if convert_gb else [])):
         return None
     terms = {"convert": c["convert_s_per_gb"] * convert_gb} if convert_gb else {}
     if method == "rtn":
@@ -98,6 +102,9 @@ def estimate_time(profile: TimeProfile, *, method: str, layers: list[list[tuple[
         terms["forward"] = fwd / (c["forward_gflops"] * 1e9)
         terms["gptq"] = gptq / (c["gptq_gflops"] * 1e9)
         terms["overhead"] = c["layer_overhead_s"] * len(layers) + c["module_overhead_s"] * sum(map(len, layers))
+        if clip_search_steps:   # every weight is quantized and its error summed once per step, group by group
+            weights = sum(o * i for linears in layers for o, i in linears)
+            terms["clip_search"] = c["clip_search_ns_per_weight_step"] * 1e-9 * weights * clip_search_steps
         if compile_kernel:
             terms["jit"] = c["jit_s"]
     total = sum(terms.values())
@@ -120,7 +127,9 @@ def pick_profile(rows: list[dict], host: str, device: str) -> TimeProfile | None
     same = row is not None
     row = row or rows[0]
     return TimeProfile(host=row["host"], device=kind, forward_passes=int(row["forward_passes"]),
-                       constants={k: float(row["constants"][k]) for k in CONSTANTS}, error=float(row["error"]),
+                       constants={k: float(row["constants"][k]) for k in CONSTANTS}
+                       | {k: float(row["constants"][k]) for k in OPTIONAL_CONSTANTS if k in row["constants"]},
+                       error=float(row["error"]),
                        cores=(min(1.0, float(row["cores"][0])), max(1.0, float(row["cores"][1]))),
                        rtn_error=float(row.get("rtn_error", 0.5)), same_host=same)
 
