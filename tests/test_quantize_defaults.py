@@ -347,7 +347,7 @@ def test_gptq_run_from_a_temp_cwd(smollm2_dir, tmp_path):
     err = res.stderr.strip().splitlines()
     assert len(err) <= 20, err
     assert err[0].startswith("gptq on cpu, 8 x 128 calibration tokens (given): estimated ")
-    assert err[1].startswith("warning: small calibration (8 x 128")
+    assert err[1].startswith("warning: calibration likely to overfit (8 x 128 = 1,024 tokens, below 2,048)")
     log = (out / "qfit-quantize.log").read_text()
     assert "GPT-QModel" in log and "Calibration dataset size should be more than 256" in log
     report = json.loads(res.stdout)

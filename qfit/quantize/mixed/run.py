@@ -57,9 +57,8 @@ def _windows(job: QuantizeJob, model_dir: Path, trust_remote_code: bool):
     from qfit.loading import load_tokenizer
     from qfit.quantize.calib import build_calibration, calibration_text
 
-    info, docs = calibration_text(job.calib)
-    return build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code), info, docs,
-                             job.nsamples, job.seqlen)[1]
+    return build_calibration(load_tokenizer(model_dir, trust_remote_code=trust_remote_code),
+                             calibration_text(job.calib), job.nsamples, job.seqlen)[1]
 
 
 def _measure(model: str, job: QuantizeJob, group_size: int, say, trust_remote_code: bool):
