@@ -86,6 +86,19 @@ def write_json(path: str | Path, data, *, overwrite: bool = True, mkdir: bool = 
     return write_text(path, text, overwrite=overwrite, mkdir=mkdir)
 
 
+def write_report_pair(out: Path, json_name: str, md_name: str, data, markdown: str, force: bool) -> list[Path]:
+    """A command's `--out DIR` report: DIR/json_name and DIR/md_name, both refused up front when either exists and
+    not `force` (so a refusal writes nothing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / json_name, out / md_name]
+    if not force:
+        for p in paths:
+            refuse_existing(p)
+    write_json(paths[0], data)
+    write_text(paths[1], markdown)
+    return paths
+
+
 def try_write_json(path: Path, data) -> bool:
     """Best effort (caches): False instead of an error when the folder is read-only or the disk is full."""
     try:

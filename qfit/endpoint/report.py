@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qfit.atomic import refuse_existing, write_json, write_text
+from qfit.atomic import refuse_existing, write_report_pair
 
 NAMES = ("endpoint.json", "endpoint.md")
 PLOT_NAME = "endpoint.png"
@@ -100,13 +100,7 @@ def check_out(folder: Path, force: bool, plot: bool) -> None:
 
 
 def write_outputs(result: dict, out: Path, force: bool, plot: bool) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / n for n in NAMES]
-    if not force:
-        for p in paths:
-            refuse_existing(p)
-    write_json(paths[0], result)
-    write_text(paths[1], render_markdown(result))
+    paths = write_report_pair(out, *NAMES, result, render_markdown(result), force)
     if plot:
         from qfit.endpoint.plot import write_plot
         paths.append(write_plot(result, out / PLOT_NAME, force))

@@ -7,7 +7,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from qfit.atomic import refuse_existing, write_json, write_text, write_with
+from qfit.atomic import write_report_pair, write_with
 
 SCHEMA = "qfit.profile/1"
 REQUIRED_KEYS = ("schema", "created", "qfit", "host", "device", "versions", "backend", "model", "baseline", "methods",
@@ -319,13 +319,7 @@ def _save(fig, path: Path, force: bool) -> Path:
 
 
 def write_outputs(result: dict, out: Path, force: bool, plot: bool) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "profile.json", out / "profile.md"]
-    if not force:
-        for p in paths:
-            refuse_existing(p)
-    write_json(paths[0], result)
-    write_text(paths[1], render_markdown(result))
+    paths = write_report_pair(out, "profile.json", "profile.md", result, render_markdown(result), force)
     if plot:
         paths += write_plots(result, out, force)
     return paths
