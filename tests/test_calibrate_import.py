@@ -316,6 +316,13 @@ def test_endpoint_result_calibrates_llama_cpp_on_this_cpu(cfg, smollm2_gguf):
     (lambda d: d["protocol"].update(mode="rate"), "a --rate run has no fixed batch"),
     (lambda d: [lv.update(failed=1) for lv in d["levels"]], "no level completed every request"),
     (lambda d: d["measured"]["decode"][0]["tokens_per_s_per_seq"].update(mean=float("nan")), "not a positive"),
+    (lambda d: d["measured"]["decode"][0]["tokens_per_s_per_seq"].update(mean=int("9" * 100)), "not a positive"),
+    (lambda d: d["measured"]["decode"][0].update(tokens_per_s_per_seq=3), "tokens_per_s_per_seq is 3, not an obj"),
+    (lambda d: d.update(device="cpu"), "device is 'cpu', not an object"),
+    (lambda d: d["measured"].update(prefill={"x": 1}), "measured.prefill is"),
+    (lambda d: d.update(levels="all"), "levels is 'all', not a list"),
+    (lambda d: d["levels"][0].update(tpot_s=[1]), "levels[].tpot_s is [1], not an object"),
+    (lambda d: d.update(protocol=[]), "protocol is [], not an object"),
 ])
 def test_bad_endpoint_results(tmp_path, cfg, change, error):
     data = _load(ENDPOINT)

@@ -21,27 +21,47 @@ def detect(data) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
+def _obj(path: str, where: str, value) -> dict:
+    """A JSON object from the file (None reads as empty), or one line naming the field."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise QfitError(f"{path}: {where} is {value!r:.40}, not an object")
+    return value
+
+
+def _list(path: str, where: str, value) -> list:
+    if not isinstance(value, list):
+        raise QfitError(f"{path}: {where} is {value!r:.40}, not a list")
+    return value
+
+
 def parse(path: str, data: dict) -> list[Measurement]:
-    proto = field(path, data, "protocol")
+    proto = _obj(path, "protocol", field(path, data, "protocol"))
     if field(path, proto, "mode") != "concurrency":
         raise QfitError(f"{path}: a --rate run has no fixed batch; calibrate from a -b (concurrency) sweep")
     input_len = number(path, "protocol.input_len", field(path, proto, "input_len"), integer=True)
     output_len = number(path, "protocol.output_len", field(path, proto, "output_len"), integer=True)
-    measured = field(path, data, "measured")
-    decode = field(path, measured, "decode")
-    levels = {lv.get("concurrency"): lv for lv in field(path, data, "levels") if isinstance(lv, dict)}
-    pre = {r.get("input_len"): r for r in measured.get("prefill") or [] if isinstance(r, dict)}
+    measured = _obj(path, "measured", field(path, data, "measured"))
+    decode = _list(path, "measured.decode", field(path, measured, "decode"))
+    levels = {lv.get("concurrency"): lv for lv in _list(path, "levels", field(path, data, "levels"))
+              if isinstance(lv, dict)}
+    pre = {r.get("input_len"): r for r in _list(path, "measured.prefill", measured.get("prefill") or [])
+           if isinstance(r, dict)}
     clean = [r for r in decode if isinstance(r, dict) and _clean(levels.get(r.get("batch")))]
     if not clean:
         raise QfitError(f"{path}: no level completed every request: nothing to calibrate on")
-    device = data.get("device") or {}
+    device = _obj(path, "device", data.get("device"))
     out = []
     for row in clean:
         batch = number(path, "measured.decode[].batch", row.get("batch"), integer=True)
-        rate = number(path, f"decode at concurrency {batch}", (row.get("tokens_per_s_per_seq") or {}).get("mean"))
-        tpot = levels[batch].get("tpot_s") or {}
+        rate = number(path, f"decode at concurrency {batch}",
+                      _obj(path, "tokens_per_s_per_seq", row.get("tokens_per_s_per_seq")).get("mean"))
+        tpot = _obj(path, "levels[].tpot_s", levels[batch].get("tpot_s"))
         cv = tpot.get("cv") if isinstance(tpot.get("cv"), (int, float)) else None
-        prefill = (pre.get(input_len) or {}).get("tokens_per_s", {}).get("mean") if batch == 1 else None
+        prefill = _obj(path, "measured.prefill[].tokens_per_s",
+                       _obj(path, "measured.prefill[]", pre.get(input_len)).get("tokens_per_s")).get("mean") \
+            if batch == 1 else None
         out.append(Measurement(
             tool=f"qfit profile --endpoint ({data.get('qfit', '?')})", label=f"concurrency {batch}",
             model=_opt(path, "model", data.get("model")), engine=_opt(path, "engine", data.get("engine")),
